@@ -1,0 +1,92 @@
+"""Nox sessions: thin wrappers over the ``ipex-aot`` command line.
+
+Every session runs in the environment nox itself was installed in (the
+project's ``.venv`` made by ``setup.sh``), so nothing is reinstalled per
+session; each one parses ``session.posargs`` and calls the package. All logic
+lives in ``src/ipex_aot`` where tests can import it.
+
+    nox                                  # the canary release, end to end
+    nox -s tests                         # the test suite
+    nox -s devices                       # device database into dist/devices/
+    nox -s build -- RECIPE --generation 12.55.8
+    nox -s release -- RECIPE
+    nox -l --json                        # what CI builds its matrix from
+"""
+
+from __future__ import annotations
+
+import sys
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["release"]
+
+CANARY = "recipes/canary.yaml"
+
+
+def _ipex_aot(session: nox.Session, *args: str) -> None:
+    session.run(sys.executable, "-m", "ipex_aot", *args, external=True)
+
+
+def _recipe_args(session: nox.Session) -> list[str]:
+    """posargs, with the canary recipe when none is named."""
+    args = list(session.posargs)
+    if not args or args[0].startswith("-"):
+        args.insert(0, CANARY)
+    return args
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run ruff and the test suite (the real ocloc, 7z, py7zr, git and torch on the CPU)."""
+    session.run(sys.executable, "-m", "ruff", "check", ".", external=True)
+    session.run(sys.executable, "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session
+def devices(session: nox.Session) -> None:
+    """Sweep ocloc over every PCI ID; write dist/devices/devices.json and devices.md."""
+    _ipex_aot(session, "devices", "--write", *session.posargs)
+
+
+@nox.session
+def preflight(session: nox.Session) -> None:
+    """Check the recipe's toolchain (oneAPI, compiler, ocloc, torch) before hours of work."""
+    _ipex_aot(session, "preflight", *_recipe_args(session))
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build a recipe's generations: -- RECIPE [--generation X | --device ACRONYM | --pci ID] [--keep-going]."""
+    _ipex_aot(session, "build", *_recipe_args(session))
+
+
+@nox.session
+def pack(session: nox.Session) -> None:
+    """Pack a recipe's built generations into one deterministic .7z with manifest.json and SUPPORT.md."""
+    _ipex_aot(session, "pack", *_recipe_args(session))
+
+
+@nox.session
+def verify(session: nox.Session) -> None:
+    """Scan every folder of a recipe's archive: each library must hold its own generation natively."""
+    _ipex_aot(session, "verify", *_recipe_args(session))
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Per-generation inference conformance: -- RECIPE [--generation X] [--device xpu|cuda|cpu]."""
+    _ipex_aot(session, "conformance", *_recipe_args(session))
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Print the GitHub Actions matrix of a recipe (one entry per generation)."""
+    _ipex_aot(session, "matrix", *_recipe_args(session))
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """build → pack → verify → conformance for a recipe (default: the canary)."""
+    _ipex_aot(session, "release", *_recipe_args(session))

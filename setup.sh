@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian/Ubuntu machine: system tools, then .venv.
+# Safe to rerun; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# ocloc (intel-opencl-icd on Debian, intel-ocloc on Ubuntu 24.04+), pci.ids for
+# display names, 7-Zip's command line, git and a C compiler for the canary.
+pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # Ubuntu 24.04+ ships ocloc on its own as intel-ocloc.
+  if apt-cache show intel-ocloc >/dev/null 2>&1; then missing+=(intel-ocloc); fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch pinned to the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test]"
+echo "set-up done: .venv is ready"

@@ -1,0 +1,5 @@
+import sys
+
+from ipex_aot.cli import main
+
+sys.exit(main())

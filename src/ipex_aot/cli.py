@@ -1,0 +1,73 @@
+"""The ``ipex-aot`` command line.
+
+Each pipeline module owns its subcommands: it defines
+``register(subparsers)``, which adds its parsers and sets ``func`` to a
+callable ``func(args, settings) -> int``. This file only wires them up,
+resolves :class:`~ipex_aot.settings.Settings` once, and turns the
+:class:`~ipex_aot.errors.IpexAotError` family into one-line messages and
+exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from ipex_aot import __version__
+from ipex_aot.errors import IpexAotError
+from ipex_aot.settings import Settings
+
+# In pipeline order: recipe → source → build → pack → scan/verify → install/conformance.
+COMMAND_MODULES = (
+    "ipex_aot.devices",
+    "ipex_aot.recipe",
+    "ipex_aot.toolchain",
+    "ipex_aot.source",
+    "ipex_aot.build",
+    "ipex_aot.pack",
+    "ipex_aot.scan",
+    "ipex_aot.install",
+    "ipex_aot.conformance",
+    "ipex_aot.release",
+    "ipex_aot.matrix",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipex-aot",
+        description="Per-generation AOT builds of Intel Extension for PyTorch from one YAML recipe.",
+    )
+    parser.add_argument("--version", action="version", version=f"ipex-aot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue  # a pipeline step this checkout does not have
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings) or 0)
+    except IpexAotError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
