@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 __all__ = ["library_path", "devlist", "images", "vadd", "saxpy", "total"]
@@ -22,7 +22,7 @@ def library_path() -> Path:
     return Path(__file__).resolve().parent / "lib" / _LIB_NAME
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lib() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library_path()))
     lib.canary_image_count.restype = ctypes.c_uint64
