@@ -1,0 +1,1002 @@
+"""The Intel GPU device database: which PCI device ID needs which AOT generation.
+
+Everything here is asked of the tools, nothing is typed in:
+
+* ``ocloc ids NAME`` for every name ocloc accepts gives the generations
+  (IP versions ``major.minor.revision``) and, by set inclusion, which names are
+  products and which are families/releases (``gen12lp``, ``xe-hpg`` …).
+* ``ocloc compile -device 0xIIII`` on an empty source stops right after ocloc
+  has matched the ID to a target ("Auto-detected target based on …"): the
+  sweep over 0x0000–0xFFFF costs one such call per ID.
+* For the IDs that hit, a one-line kernel is compiled per ID and per stepping
+  (``-revision_id``). The generation of a binary is read from its zebin
+  product-config note when ocloc writes one; otherwise the binary is matched
+  byte for byte against the binaries ocloc makes for each known generation
+  (``-device 12.55.8``), which is what ties ``0x56A0`` rev 8 to ``12.55.8``.
+* Display names come from the system's ``pci.ids``.
+
+The result is cached in ``Settings.cache_dir`` under a key made of the ocloc
+version and the identity of its files, so a second call reads one JSON file.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipex_aot import log
+from ipex_aot.errors import DeviceError, IpexAotError, ToolchainError
+from ipex_aot.fsutil import read_json, write_json, write_text
+from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdout
+from ipex_aot.settings import Settings
+
+SCHEMA = 1
+ALL_IDS = range(0x10000)
+#: The kernel every probe compiles: one line, so the compiler's time is start-up only.
+KERNEL = b"kernel void k(global int *a) { a[0] = 1; }\n"
+#: Where Debian/Ubuntu (pci.ids, hwdata) and other systems keep the PCI ID list.
+PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids",
+                 "/usr/local/share/pci.ids")
+INTEL_VENDOR = "8086"
+MARKDOWN_HEADER = ("| PCI ID (Only the device part) | Codename | Architecture | Generation Code | Display Name |\n"
+                   "| --- | --- | --- | --- | --- |\n")
+#: Per-call limit: a compile of the one-line kernel takes well under a second.
+CALL_TIMEOUT = 60.0
+
+_GEN_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_PCI_RE = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]{1,4})$")
+_DETECT_RE = re.compile(r"based on (0x[0-9A-Fa-f]+) device id:\s*(\S+)")
+_EMPTY_NAME = "empty.cl"
+
+
+def generation_key(generation: str) -> tuple[int, int, int]:
+    """Numeric sort key of ``major.minor.revision``; DeviceError if malformed."""
+    m = _GEN_RE.match(str(generation).strip())
+    if not m:
+        raise DeviceError(f"{generation!r} is not a generation code; expected major.minor.revision such as 12.55.8")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def normalize_pci_id(text: str) -> str:
+    """``56a0`` / ``0x56A0`` → ``56A0``; DeviceError if it is not a 16-bit hex number."""
+    m = _PCI_RE.match(str(text).strip())
+    if not m:
+        raise DeviceError(f"{text!r} is not a PCI device ID; give the device part in hex, e.g. 56A0")
+    return f"{int(m.group(1), 16):04X}"
+
+
+def architecture_name(family: str) -> str:
+    """ocloc's family/release name in the words users know: ``xe-hpg`` → ``Xe-HPG``.
+
+    A formatting rule, not a table: ``genN`` → ``GenN`` except Gen12 LP, which
+    Intel sells as Xe (ocloc calls it both ``gen12lp`` and ``xe-lp``);
+    ``xeN-abc`` → ``XeN-ABC``; a ``plus`` suffix becomes ``+``.
+    """
+    name = family.strip().lower().replace("_", "-")
+    m = re.fullmatch(r"gen(\d+)(.*)", name)
+    if m:
+        return "Xe" if int(m.group(1)) >= 12 else f"Gen{m.group(1)}{m.group(2).upper()}"
+    m = re.fullmatch(r"xe(\d*)(?:-(.+))?", name)
+    if m:
+        base = f"Xe{m.group(1)}"
+        suffix = m.group(2) or ""
+        if not suffix or (suffix == "lp" and not m.group(1)):
+            return base
+        suffix = re.sub(r"plus$", "+", suffix).upper()
+        return f"{base}-{suffix}"
+    return family
+
+
+# --- binaries ------------------------------------------------------------------------------
+
+EM_INTELGT = 205
+NOTE_PRODUCT_FAMILY, NOTE_GFX_CORE, NOTE_TARGET_METADATA, NOTE_PRODUCT_CONFIG = 1, 2, 3, 6
+
+
+@dataclass(frozen=True)
+class BinaryInfo:
+    format: str  # "zebin" | "patchtokens" | "unknown"
+    sha256: str
+    product_family: int | None = None
+    core: int | None = None
+    stepping: int | None = None
+    ip_version: str | None = None  # from the zebin product-config note, where ocloc writes one
+
+    @property
+    def hardware(self) -> tuple[str, int | None, int | None]:
+        """What the binary says about the hardware, without the stepping."""
+        return self.format, self.product_family, self.core
+
+
+def _elf_sections(data: bytes) -> Iterable[tuple[str, bytes]]:
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if shoff + shnum * shentsize > len(data) or shstrndx >= max(shnum, 1):
+        return
+    heads = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    str_off, str_size = heads[shstrndx][4], heads[shstrndx][5]
+    strtab = data[str_off:str_off + str_size]
+    for name_off, _type, _flags, _addr, off, size in heads:
+        end = strtab.find(b"\0", name_off)
+        name = strtab[name_off:end if end >= 0 else None].decode(errors="replace")
+        yield name, data[off:off + size]
+
+
+def _notes(blob: bytes) -> Iterable[tuple[str, int, bytes]]:
+    pos = 0
+    while pos + 12 <= len(blob):
+        namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
+        pos += 12
+        name = blob[pos:pos + namesz].rstrip(b"\0").decode(errors="replace")
+        pos += (namesz + 3) & ~3
+        desc = blob[pos:pos + descsz]
+        pos += (descsz + 3) & ~3
+        yield name, ntype, desc
+
+
+def binary_info(data: bytes) -> BinaryInfo:
+    """What a device binary says about its target (zebin notes or the legacy program header)."""
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) >= 20 and data[:4] == b"\x7fELF" and struct.unpack_from("<H", data, 18)[0] == EM_INTELGT:
+        family = core = stepping = None
+        ip = None
+        for name, blob in _elf_sections(data):
+            if name != ".note.intelgt.compat":
+                continue
+            for owner, ntype, desc in _notes(blob):
+                if owner != "IntelGT" or len(desc) < 4:
+                    continue
+                value, = struct.unpack_from("<I", desc)
+                if ntype == NOTE_PRODUCT_FAMILY:
+                    family = value
+                elif ntype == NOTE_GFX_CORE:
+                    core = value
+                elif ntype == NOTE_TARGET_METADATA:
+                    stepping = (value >> 8) & 0x1F  # minHwRevisionId
+                elif ntype == NOTE_PRODUCT_CONFIG and value:
+                    # HardwareIpVersion: architecture:10 release:8 (reserved:8) revision:6
+                    ip = f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
+        return BinaryInfo("zebin", sha, family, core, stepping, ip)
+    idx = data.find(b"CTNI")
+    if idx >= 0 and len(data) >= idx + 24:
+        _magic, _version, device, _ptr, _kernels, stepping = struct.unpack_from("<IIIIII", data, idx)
+        return BinaryInfo("patchtokens", sha, None, device, stepping, None)
+    return BinaryInfo("unknown", sha)
+
+
+# --- running ocloc many times --------------------------------------------------------------
+
+Call = tuple[tuple[str, ...], tuple[tuple[str, bytes], ...]]  # ocloc arguments, in-memory sources
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, library: str) -> None:
+    lib = Libocloc(library)
+    with quiet_stdout():
+        while True:
+            try:
+                chunk = conn.recv()
+            except EOFError:
+                return
+            if chunk is None:
+                return
+            results = []
+            for args, sources in chunk:
+                r = lib.invoke(list(args), dict(sources))
+                # Keep only what the sweep reads: the log and the binaries.
+                results.append((r.rc, {k: v for k, v in r.outputs.items() if k.endswith((".bin", ".spv", ".log"))}))
+            conn.send(results)
+
+
+class _Worker:
+    def __init__(self, ctx: Any, library: str) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, library), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job: tuple[int, list[Call]] | None = None
+        self.deadline = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                self.proc.kill()
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+class Runner:
+    """Runs many ocloc calls; None for a call that crashed or hung ocloc (recorded, skipped)."""
+
+    in_process = False
+
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+        raise NotImplementedError
+
+    def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """PCI ID → the target ocloc matched it to, or None; IDs that crash ocloc are left out."""
+        calls = [(("compile", "-file", _EMPTY_NAME, "-device", f"0x{i:04x}"), ((_EMPTY_NAME, b""),)) for i in ids]
+        found: dict[int, str | None] = {}
+        for i, r in zip(ids, self.map(calls, what="matching PCI IDs", timeout=10), strict=True):
+            if r is not None:
+                found[i] = _detected_name(r.log, i)
+        return found
+
+    def close(self) -> None:
+        pass
+
+
+def _detected_name(text: str, pci: int) -> str | None:
+    for m in _DETECT_RE.finditer(text):
+        if int(m.group(1), 16) == pci:
+            return m.group(2).rstrip(".")
+    return None
+
+
+class InProcessRunner(Runner):
+    """oclocInvoke in worker processes (one per job): a crash kills a worker, not the sweep."""
+
+    in_process = True
+
+    def __init__(self, library: str, jobs: int) -> None:
+        self.library = library
+        self.jobs = max(1, jobs)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._ctx = multiprocessing.get_context(method)
+        self._workers: list[_Worker] = []
+
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+        results: list[InvokeResult | None] = [None] * len(calls)
+        # Small chunks for slow calls (compiles), big ones for the microsecond ID matches.
+        size = max(1, min(512, len(calls) // (self.jobs * 8) or 1)) if timeout <= 10 else 1
+        queue = collections.deque((start, list(range(start, min(start + size, len(calls)))))
+                                  for start in range(0, len(calls), size))
+        while len(self._workers) < self.jobs:
+            self._workers.append(_Worker(self._ctx, self.library))
+        progress = log.Progress(what, len(calls))
+        while queue or any(w.job for w in self._workers):
+            for w in self._workers:
+                if w.job is None and queue:
+                    _, idx = queue.popleft()
+                    w.job = (idx[0], idx)
+                    w.deadline = time.monotonic() + timeout * len(idx)
+                    w.conn.send([calls[i] for i in idx])
+            busy = [w for w in self._workers if w.job]
+            ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=0.5)
+            for w in busy:
+                assert w.job is not None
+                idx = w.job[1]
+                failed = False
+                if w.conn in ready:
+                    try:
+                        for i, (rc, outputs) in zip(idx, w.conn.recv(), strict=True):
+                            results[i] = InvokeResult(rc, outputs)
+                        progress.advance(len(idx))
+                    except (EOFError, OSError):
+                        failed = True
+                elif time.monotonic() > w.deadline:
+                    failed = True
+                else:
+                    continue
+                w.job = None
+                if failed:
+                    self._replace(w)
+                    if len(idx) > 1:  # find the one call that killed the worker by halving
+                        half = len(idx) // 2
+                        queue.appendleft((idx[half], idx[half:]))
+                        queue.appendleft((idx[0], idx[:half]))
+                    else:
+                        log.warn(f"ocloc {' '.join(calls[idx[0]][0])} crashed or hung; skipped")
+                        progress.advance(1)
+        return results
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.stop(kill=True)
+        self._workers[self._workers.index(worker)] = _Worker(self._ctx, self.library)
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.stop()
+        self._workers = []
+
+
+class SubprocessRunner(Runner):
+    """Starts the ocloc executable for each call (any OCLOC works, wrapper scripts included)."""
+
+    def __init__(self, ocloc: Ocloc, jobs: int) -> None:
+        self.ocloc = ocloc
+        self.jobs = max(1, jobs)
+
+    def _one(self, call: Call, timeout: float) -> InvokeResult | None:
+        args, sources = call
+        with tempfile.TemporaryDirectory(prefix="ipex-aot-sweep-") as tmp:
+            for name, data in sources:
+                Path(tmp, name).write_bytes(data)
+            try:
+                proc = subprocess.run([self.ocloc.path, *args], cwd=tmp, capture_output=True, timeout=timeout,
+                                      check=False)
+            except subprocess.TimeoutExpired:
+                log.warn(f"ocloc {' '.join(args)} hung for {timeout:.0f} s; skipped")
+                return None
+            if proc.returncode < 0:
+                log.warn(f"ocloc {' '.join(args)} crashed (signal {-proc.returncode}); skipped")
+                return None
+            given = {name for name, _ in sources}
+            outputs = {p.name: p.read_bytes() for p in Path(tmp).rglob("*")
+                       if p.is_file() and p.name not in given}
+            outputs["stdout.log"] = proc.stdout + proc.stderr
+            return InvokeResult(proc.returncode, outputs)
+
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+        progress = log.Progress(what, len(calls))
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            results = []
+            for r in pool.map(lambda c: self._one(c, timeout), calls):
+                results.append(r)
+                progress.advance()
+        return results
+
+    def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """``ocloc multi`` matches thousands of IDs in one process; a batch that fails is halved."""
+        found: dict[int, str | None] = {}
+        batches = [list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)]
+        progress = log.Progress("matching PCI IDs (ocloc multi)", len(ids))
+
+        def run_batch(batch: list[int]) -> None:
+            text = self._multi(batch)
+            if text is None:
+                if len(batch) == 1:
+                    single = self._one((("compile", "-file", _EMPTY_NAME, "-device", f"0x{batch[0]:04x}"),
+                                        ((_EMPTY_NAME, b""),)), 10)
+                    if single is not None:
+                        found[batch[0]] = _detected_name(single.log, batch[0])
+                    progress.advance()
+                    return
+                half = len(batch) // 2
+                run_batch(batch[:half])
+                run_batch(batch[half:])
+                return
+            for i in batch:
+                found[i] = _detected_name(text, i)
+            progress.advance(len(batch))
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(run_batch, batches))
+        return found
+
+    def _multi(self, batch: list[int]) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="ipex-aot-multi-") as tmp:
+            Path(tmp, _EMPTY_NAME).write_bytes(b"")
+            lines = "".join(f"-file {_EMPTY_NAME} -device 0x{i:04x}\n" for i in batch)
+            Path(tmp, "ids.txt").write_text(lines)
+            try:
+                proc = subprocess.run([self.ocloc.path, "multi", "ids.txt"], cwd=tmp, capture_output=True,
+                                      text=True, errors="replace", timeout=10 + len(batch) * 0.05, check=False)
+            except subprocess.TimeoutExpired:
+                return None
+            text = proc.stdout + proc.stderr
+            # A crash, or an ocloc without `multi`, answers no command: try smaller batches / single calls.
+            if proc.returncode < 0 or "Command number" not in text and "based on" not in text:
+                return None
+            return text
+
+
+def make_runner(ocloc: Ocloc, jobs: int, *, in_process: bool | None = None) -> Runner:
+    """The in-process runner when ocloc's own libocloc is usable, else the subprocess runner."""
+    use_lib = bool(ocloc.library) if in_process is None else in_process
+    if use_lib and not ocloc.library:
+        raise ToolchainError(f"{ocloc.path} has no compatible libocloc beside it; the in-process path is not available")
+    return InProcessRunner(ocloc.library, jobs) if use_lib and ocloc.library else SubprocessRunner(ocloc, jobs)
+
+
+# --- the sweep -----------------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    """Raw facts from ocloc; :func:`build_rows` turns them into the table."""
+
+    names: dict[str, list[str]]  # accepted name -> generations (`ocloc ids`)
+    groups: list[str]  # names that stand for several products (families, releases)
+    targets: dict[str, str]  # PCI ID -> target ocloc matched
+    revisions: dict[str, dict[int, str]]  # PCI ID -> revision -> generation
+    default: dict[str, str]  # PCI ID -> generation without -revision_id
+    skipped: list[str] = field(default_factory=list)  # IDs that crashed/hung ocloc or gave no generation
+    in_process: bool = False
+    seconds: float = 0.0
+
+
+def _compile_call(device: str, revision: int | None, source: tuple[str, bytes], spirv: bool) -> Call:
+    args = ["compile", "-file", source[0], "-device", device, "-q", "--format", "zebin", "-exclude_ir"]
+    if spirv:
+        args.append("-spirv_input")
+    if revision is not None:
+        args += ["-revision_id", str(revision)]
+    return tuple(args), (source,)
+
+
+def _binary(result: InvokeResult | None) -> BinaryInfo | None:
+    if result is None or result.rc != 0:
+        return None
+    bins = [v for k, v in sorted(result.outputs.items()) if k.endswith(".bin")]
+    return binary_info(bins[0]) if bins else None
+
+
+def _compile_all(runner: Runner, devices: Sequence[tuple[str, int | None]], source: tuple[str, bytes], spirv: bool,
+                 what: str) -> list[BinaryInfo | None]:
+    return [_binary(r) for r in runner.map([_compile_call(d, rev, source, spirv) for d, rev in devices], what=what)]
+
+
+def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: Iterable[str]) -> list[str]:
+    """Names that stand for a family or release rather than one product.
+
+    A name whose generations strictly contain another name's is a group. A
+    name with no such subset (``xe-hp`` with its one generation) is judged by
+    how ocloc treats it: a group sends ``compile`` down its multi-target path,
+    which answers an empty source differently from a product.
+    """
+    sets = {n: frozenset(v) for n, v in names.items() if v}
+    groups = {n for n, s in sets.items() if any(o < s for o in sets.values())}
+    undecided = [n for n in sets if n not in groups]
+    calls = [(("compile", "-file", _EMPTY_NAME, "-device", n), ((_EMPTY_NAME, b""),)) for n in undecided]
+    texts = {}
+    for n, r in zip(undecided, runner.map(calls, what="classifying names", timeout=20), strict=True):
+        if r is not None:
+            texts[n] = (r.rc, re.sub(re.escape(n), "NAME", r.log).strip())
+    known = [texts[n] for n in products_hint if n in texts]
+    if known:
+        product_answer = collections.Counter(known).most_common(1)[0][0]
+        groups |= {n for n, t in texts.items() if t != product_answer}
+    return sorted(groups)
+
+
+def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_process: bool | None = None,
+          timeout: float = CALL_TIMEOUT) -> SweepResult:
+    """Ask ocloc about every PCI ID in IDS; see the module docstring for how."""
+    start = time.monotonic()
+    ids = sorted(set(ids))
+    runner = make_runner(ocloc, jobs, in_process=in_process)
+    try:
+        with log.step(f"device sweep with ocloc {ocloc.version} ({'in-process libocloc' if runner.in_process else 'subprocess'}, {jobs} jobs)"):
+            names = {n: ocloc.ids(n) for n in ocloc.acronyms()}
+            if not names:
+                raise ToolchainError(f"{ocloc.path} lists no device names in `ocloc ids --help`; is it a working ocloc?")
+            detected = runner.detect(ids)
+            skipped = [f"{i:04X}" for i in ids if i not in detected]
+            hits = {i: t for i, t in detected.items() if t}
+
+            # The kernel as SPIR-V, once: every later compile skips the OpenCL C front end.
+            spv_res = runner.map([(("compile", "-file", "k.cl", "-spv_only", "-output", "k"), (("k.cl", KERNEL),))],
+                                 what="SPIR-V of the probe kernel")[0]
+            spv = [v for k, v in (spv_res.outputs.items() if spv_res and spv_res.rc == 0 else []) if k.endswith(".spv")]
+            source, spirv = (("k.spv", spv[0]), True) if spv else (("k.cl", KERNEL), False)
+
+            versions = sorted({v for vs in names.values() for v in vs}, key=generation_key)
+            by_sha: dict[str, list[str]] = collections.defaultdict(list)
+            version_info: dict[str, BinaryInfo] = {}
+            for v, info in zip(versions, _compile_all(runner, [(v, None) for v in versions], source, spirv,
+                                                      "compiling each generation"), strict=True):
+                if info:
+                    version_info[v] = info
+                    by_sha[info.sha256].append(v)
+
+            def candidates(info: BinaryInfo | None) -> list[str]:
+                """Generations a binary may be for: its note, else every generation with identical bytes."""
+                if info is None:
+                    return []
+                return [info.ip_version] if info.ip_version else list(by_sha.get(info.sha256, []))
+
+            def pick(cands: list[str], product: tuple[int, int] | None, step: int | None) -> str | None:
+                if product is not None:
+                    cands = [v for v in cands if generation_key(v)[:2] == product]
+                if len(cands) > 1:
+                    cands = [v for v in cands if v not in version_info or version_info[v].stepping == step] or cands
+                return cands[0] if len(cands) == 1 else None
+
+            order = sorted(hits)
+            defaults = _compile_all(runner, [(f"0x{i:04x}", None) for i in order], source, spirv,
+                                    "compiling each matched PCI ID")
+            # IDs that compile to the same bytes for the same target are the same hardware to ocloc:
+            # probe the steppings once per such class.
+            classes: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+            default_info: dict[int, BinaryInfo] = {}
+            for i, info in zip(order, defaults, strict=True):
+                if info is None:
+                    skipped.append(f"{i:04X}")
+                    continue
+                default_info[i] = info
+                classes[(hits[i], info.sha256)].append(i)
+            probes: list[tuple[int, int]] = []
+            for members in classes.values():
+                info = default_info[members[0]]
+                steppings = [vi.stepping for vi in version_info.values()
+                             if vi.hardware == info.hardware and vi.stepping is not None]
+                top = max(steppings + [info.stepping or 0])
+                probes += [(members[0], rev) for rev in range(0, min(top, 62) + 2)]
+            probed = _compile_all(runner, [(f"0x{i:04x}", rev) for i, rev in probes], source, spirv,
+                                  "compiling each stepping")
+            # Two products can compile to identical bytes at one stepping (ocloc 22.43 builds the
+            # same binary for DG2-G10 and -G12 at rev 0). The product (major.minor) that the
+            # default binary allows and that the most steppings name alone is the ID's product.
+            per_rep: dict[int, list[tuple[int, list[str]]]] = collections.defaultdict(list)
+            for (i, rev), info in zip(probes, probed, strict=True):
+                per_rep[i].append((rev, candidates(info)))
+            rev_maps: dict[int, dict[int, str]] = {}
+            default_gen: dict[int, str | None] = {}
+            for i, probes_of in per_rep.items():
+                dinfo = default_info[i]
+                dcands = candidates(dinfo)
+                allowed = {generation_key(v)[:2] for v in dcands} or {
+                    generation_key(v)[:2] for _, cs in probes_of for v in cs}
+                alone = collections.Counter()
+                votes = collections.Counter()
+                for _, cs in probes_of:
+                    products = {generation_key(v)[:2] for v in cs}
+                    votes.update(products)
+                    if len(products) == 1:
+                        alone.update(products)
+                product = max(sorted(allowed), key=lambda p: (alone[p], votes[p])) if allowed else None
+                rev_maps[i] = {rev: g for rev, cs in probes_of if (g := pick(cs, product, rev))}
+                default_gen[i] = pick(dcands, product, dinfo.stepping)
+
+            targets: dict[str, str] = {}
+            revisions: dict[str, dict[int, str]] = {}
+            default: dict[str, str] = {}
+            for (target, _sha), members in classes.items():
+                rmap = rev_maps.get(members[0], {})
+                dgen = default_gen.get(members[0])
+                if not dgen and target in names and len(names[target]) == 1:
+                    dgen = names[target][0]  # ocloc named an accepted product: take its generation
+                if not rmap and not dgen:
+                    skipped += [f"{i:04X}" for i in members]
+                    continue
+                for i in members:
+                    pid = f"{i:04X}"
+                    targets[pid] = target
+                    revisions[pid] = dict(rmap)
+                    if dgen:
+                        default[pid] = dgen
+            products_hint = {t for t in targets.values() if t in names}
+            groups = _group_names(names, runner, products_hint or set())
+    finally:
+        runner.close()
+    return SweepResult(names=names, groups=groups, targets=targets, revisions=revisions, default=default,
+                       skipped=sorted(set(skipped)), in_process=runner.in_process,
+                       seconds=round(time.monotonic() - start, 2))
+
+
+# --- pci.ids -------------------------------------------------------------------------------
+
+def pci_ids_file() -> Path | None:
+    """The newest pci.ids on this system (by its ``Version:`` line)."""
+    best: tuple[str, Path] | None = None
+    for p in PCI_IDS_PATHS:
+        path = Path(p)
+        if not path.is_file():
+            continue
+        version = ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for _ in range(40):
+                line = f.readline()
+                m = re.search(r"Version:\s*(\S+)", line)
+                if m:
+                    version = m.group(1)
+                    break
+        if best is None or version > best[0]:
+            best = (version, path)
+    return best[1] if best else None
+
+
+def read_pci_names(path: Path | None, vendor: str = INTEL_VENDOR) -> dict[str, str]:
+    """Device ID (4 upper-case hex) → name, for one vendor of a pci.ids file."""
+    names: dict[str, str] = {}
+    if path is None:
+        return names
+    inside = False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            if not line.startswith("\t"):
+                inside = line[:4].lower() == vendor
+                continue
+            if inside and not line.startswith("\t\t"):
+                m = re.match(r"\t([0-9a-fA-F]{4})\s+(.+)$", line.rstrip("\n"))
+                if m:
+                    names[m.group(1).upper()] = m.group(2).strip()
+    return names
+
+
+def display_name(pci_name: str) -> str:
+    """``Alder Lake-N [UHD Graphics]`` → ``Intel® UHD Graphics`` (the bracket is the marketing name)."""
+    m = re.search(r"\[([^\]]+)\]\s*$", pci_name)
+    return f"Intel® {m.group(1).strip()}" if m else pci_name
+
+
+def product_name(pci_names: Iterable[str], limit: int = 3) -> str:
+    """Codenames in front of the brackets, GT tiers dropped: ``Alder Lake-S / Raptor Lake-S``.
+
+    Only names of the ``Codename [Marketing name]`` form count: a bare name
+    says nothing about which part is which.
+    """
+    seen: list[str] = []
+    for n in pci_names:
+        if not re.search(r"\[[^\]]+\]\s*$", n):
+            continue
+        base = re.sub(r"\s*\[.*$", "", n)
+        base = re.sub(r"\s+GT\d\w*$", "", base).strip()
+        if base and base not in seen:
+            seen.append(base)
+    return " / ".join(seen[:limit]) + (" / …" if len(seen) > limit else "")
+
+
+# --- the database --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceRow:
+    pci_ids: tuple[str, ...]
+    codenames: tuple[str, ...]
+    architecture: str
+    generations: tuple[str, ...]
+    names: tuple[str, ...]
+    revisions: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # pci_id -> revision -> generation
+    product: str = ""  # codename from pci.ids, e.g. "Alder Lake-N"
+    target: str = ""  # what ocloc matched the IDs to
+    default: Mapping[str, str] = field(default_factory=dict)  # pci_id -> generation without a revision
+
+    def to_json(self) -> dict:
+        return {"pci_ids": list(self.pci_ids), "codenames": list(self.codenames),
+                "architecture": self.architecture, "generations": list(self.generations),
+                "names": list(self.names), "product": self.product, "target": self.target,
+                "revisions": {p: {str(r): g for r, g in sorted(m.items())} for p, m in sorted(self.revisions.items())},
+                "default": dict(sorted(self.default.items()))}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeviceRow:
+        return cls(pci_ids=tuple(d["pci_ids"]), codenames=tuple(d["codenames"]), architecture=str(d["architecture"]),
+                   generations=tuple(d["generations"]), names=tuple(d["names"]),
+                   revisions={p: {int(r): str(g) for r, g in m.items()} for p, m in d.get("revisions", {}).items()},
+                   product=str(d.get("product", "")), target=str(d.get("target", "")),
+                   default=dict(d.get("default", {})))
+
+
+@dataclass(frozen=True)
+class Lookup:
+    pci_id: str
+    revision: int | None
+    generation: str | None  # exact answer, when the revision (or the row) decides it
+    candidates: tuple[str, ...]
+    rule: str
+    row: DeviceRow
+
+    def to_json(self) -> dict:
+        return {"pci_id": self.pci_id, "revision": self.revision, "generation": self.generation,
+                "candidates": list(self.candidates), "rule": self.rule,
+                "codenames": list(self.row.codenames), "architecture": self.row.architecture,
+                "names": list(self.row.names), "product": self.row.product}
+
+
+def _architecture(gens: Iterable[str], names: Mapping[str, list[str]], groups: Iterable[str]) -> str:
+    want = set(gens)
+    fits = [(len(names[g]), g) for g in groups if g in names and want <= set(names[g])]
+    if not fits:
+        return ""
+    smallest = min(n for n, _ in fits)
+    # Equal sets under two names (gen12lp / xe-lp): the Xe-style name reads better.
+    best = sorted((not g.startswith("xe"), g) for n, g in fits if n == smallest)[0][1]
+    return architecture_name(best)
+
+
+def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[DeviceRow]:
+    """One row per product: PCI IDs with the same set of generations (and target) share a row."""
+    group_set = set(result.groups)
+    by_key: dict[tuple[str, tuple[str, ...]], list[str]] = collections.defaultdict(list)
+    for pid, target in result.targets.items():
+        gens = set(result.revisions.get(pid, {}).values())
+        if pid in result.default:
+            gens.add(result.default[pid])
+        by_key[(target, tuple(sorted(gens, key=generation_key)))].append(pid)
+    rows = []
+    for (target, gens), pids in by_key.items():
+        gen_set = set(gens)
+        codenames = [n for n, vs in result.names.items() if vs and n not in group_set and set(vs) <= gen_set]
+        if target in result.names and target not in codenames and target not in group_set:
+            codenames.insert(0, target)
+        if not codenames:
+            codenames = [target]  # only a deprecated name (xe_hp_sdv) stands for it: ocloc printed it
+        pids = sorted(pids)
+        raw = [pci_names[p] for p in pids if p in pci_names]
+        shown = list(dict.fromkeys(display_name(n) for n in raw))
+        rows.append(DeviceRow(pci_ids=tuple(pids), codenames=tuple(codenames),
+                              architecture=_architecture(gens, result.names, result.groups),
+                              generations=gens, names=tuple(shown),
+                              revisions={p: result.revisions.get(p, {}) for p in pids},
+                              product=product_name(raw), target=target,
+                              default={p: result.default[p] for p in pids if p in result.default}))
+    rows.sort(key=lambda r: (generation_key(r.generations[0]) if r.generations else (0, 0, 0), r.pci_ids))
+    return rows
+
+
+class DeviceDatabase:
+    """The support table plus what ocloc said about its names."""
+
+    def __init__(self, ocloc: dict, rows: list[DeviceRow], names: Mapping[str, list[str]] | None = None,
+                 groups: Iterable[str] = (), skipped: Iterable[str] = (), meta: Mapping[str, Any] | None = None) -> None:
+        self.ocloc = ocloc
+        self.rows = rows
+        self.names = dict(names or {})
+        self.groups = list(groups)
+        self.skipped = list(skipped)
+        self.meta = dict(meta or {})
+        self._by_pci = {p: r for r in rows for p in r.pci_ids}
+
+    # -- queries --
+    def generations(self) -> list[str]:
+        """Every generation in the table, sorted numerically."""
+        return sorted({g for r in self.rows for g in r.generations}, key=generation_key)
+
+    def rows_for(self, generation: str) -> list[DeviceRow]:
+        generation_key(generation)
+        return [r for r in self.rows if generation in r.generations]
+
+    def family_generations(self, family: str) -> list[str]:
+        """The generations ocloc lists for a family, release or product name (``ocloc ids``)."""
+        if family not in self.names:
+            raise DeviceError(f"{family!r} is not a name ocloc {self.ocloc.get('version', '')} accepts; "
+                              f"known: {', '.join(self.names)}")
+        return sorted(self.names[family], key=generation_key)
+
+    def device_name(self, generation: str) -> str:
+        """The ocloc name that stands for exactly this generation (a product acronym when there is one)."""
+        generation_key(generation)
+        exact = [n for n, vs in self.names.items() if vs == [generation]]
+        products = [n for n in exact if n not in self.groups]
+        if products or exact:
+            return (products or exact)[0]
+        known = {v for vs in self.names.values() for v in vs}
+        if generation not in known and generation not in self.generations():
+            raise DeviceError(f"generation {generation} is unknown to ocloc {self.ocloc.get('version', '')}")
+        return generation  # ocloc accepts the version itself as -device
+
+    def resolve(self, name: str) -> str:
+        """generation code | acronym | PCI ID → one generation; DeviceError if unknown or ambiguous."""
+        text = str(name).strip()
+        if _GEN_RE.match(text):
+            known = set(self.generations()) | {v for vs in self.names.values() for v in vs}
+            if text not in known:
+                raise DeviceError(f"generation {text} is unknown to ocloc {self.ocloc.get('version', '')}")
+            return text
+        if text.lower() in self.names:
+            gens = self.names[text.lower()]
+            if len(gens) != 1:
+                raise DeviceError(f"{text} stands for {len(gens)} generations ({', '.join(gens)}); name one of them")
+            return gens[0]
+        if _PCI_RE.match(text):
+            hit = self.lookup(text)
+            if hit.generation:
+                return hit.generation
+            raise DeviceError(f"PCI ID {hit.pci_id} maps to {', '.join(hit.candidates)}; {hit.rule}")
+        raise DeviceError(f"{text!r} is neither a generation code, an ocloc device name nor a PCI ID")
+
+    def lookup(self, pci_id: str, revision: int | None = None) -> Lookup:
+        pid = normalize_pci_id(pci_id)
+        row = self._by_pci.get(pid)
+        if row is None:
+            raise DeviceError(f"PCI ID {pid} is not an Intel GPU that ocloc {self.ocloc.get('version', '')} "
+                              "can compile for")
+        rmap = dict(row.revisions.get(pid, {}))
+        cands = tuple(row.generations)
+        steps = ", ".join(f"rev {r} → {g}" for r, g in sorted(rmap.items()))
+        if len(cands) == 1:
+            return Lookup(pid, revision, cands[0], cands, "one generation for every revision", row)
+        rule = (f"the PCI revision (stepping) picks the generation: {steps}; read it with `lspci -nn -s <slot>` "
+                "(rev xx) or /sys/bus/pci/devices/*/revision" if rmap else
+                "ocloc does not tell the steppings apart; the newest generation runs on current retail parts")
+        if revision is None:
+            return Lookup(pid, None, None, cands, rule, row)
+        if revision < 0:
+            raise DeviceError(f"revision {revision} is negative; give the PCI revision as printed by lspci")
+        if revision in rmap:
+            return Lookup(pid, revision, rmap[revision], cands, f"ocloc maps {pid} rev {revision} to {rmap[revision]}", row)
+        below = [r for r in rmap if r <= revision]
+        if below and revision > max(rmap):
+            gen = rmap[max(rmap)]
+            return Lookup(pid, revision, gen, cands,
+                          f"rev {revision} is past the newest stepping ocloc was asked about (rev {max(rmap)}); "
+                          f"newer steppings run its code {gen}", row)
+        return Lookup(pid, revision, None, cands, rule, row)
+
+    # -- output --
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA, "ocloc": self.ocloc, "rows": [r.to_json() for r in self.rows],
+                "names": self.names, "groups": self.groups, "skipped": self.skipped, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeviceDatabase:
+        if d.get("schema") != SCHEMA or not isinstance(d.get("rows"), list) or not isinstance(d.get("ocloc"), dict):
+            raise ValueError("not a device database of this schema")
+        for r in d["rows"]:
+            for g in r["generations"]:
+                generation_key(g)
+        return cls(ocloc=dict(d["ocloc"]), rows=[DeviceRow.from_json(r) for r in d["rows"]],
+                   names={k: list(v) for k, v in d.get("names", {}).items()}, groups=d.get("groups", []),
+                   skipped=d.get("skipped", []), meta=d.get("meta", {}))
+
+    def to_markdown(self, generations: Iterable[str] | None = None) -> str:
+        """The support table; restricted to GENERATIONS (rows keep only those) when given."""
+        wanted = None if generations is None else set(generations)
+        lines = [MARKDOWN_HEADER]
+        for r in self.rows:
+            gens = [g for g in r.generations if wanted is None or g in wanted]
+            if not gens:
+                continue
+            code = ", ".join(f"`{c}`" for c in r.codenames)
+            codename = f"{r.product} ({code})" if r.product and code else (r.product or code)
+            lines.append("| {} | {} | {} | {} | {} |\n".format(
+                " ".join(f"`{p}`" for p in r.pci_ids), _md(codename), _md(r.architecture),
+                " ".join(f"`{g}`" for g in gens), " ".join(f"`{_md(n)}`" for n in r.names)))
+        return "".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def parse_markdown(text: str) -> list[dict[str, list[str] | str]]:
+    """Rows of :meth:`DeviceDatabase.to_markdown` back as dicts (tests and readers of SUPPORT.md)."""
+    rows = []
+    for line in text.splitlines()[2:]:
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) != 5:
+            continue
+        m = re.match(r"^(.*?)\s*\((.*)\)$", cells[1])
+        product, codes = (m.group(1), m.group(2)) if m else ("", cells[1])
+        rows.append({"pci_ids": re.findall(r"`([^`]+)`", cells[0]), "product": product,
+                     "codenames": re.findall(r"`([^`]+)`", codes), "architecture": cells[2],
+                     "generations": re.findall(r"`([^`]+)`", cells[3]),
+                     "names": [n.replace("\\|", "|") for n in re.findall(r"`([^`]+)`", cells[4])]})
+    return rows
+
+
+# --- cache ---------------------------------------------------------------------------------
+
+def _identity(path: str | None) -> list:
+    if not path:
+        return [None]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+
+
+def cache_path(settings: Settings, ocloc: Ocloc, pci_path: Path | None) -> Path:
+    """The cache file for this ocloc (version + the files it is made of) and this pci.ids."""
+    key = json.dumps([SCHEMA, ocloc.version, ocloc.neo_revision, _identity(ocloc.path), _identity(ocloc.library),
+                      _identity(str(pci_path) if pci_path else None)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe_version = re.sub(r"[^0-9A-Za-z.]+", "_", ocloc.version)
+    return settings.cache_dir / "devices" / f"devices-{safe_version}-{digest}.json"
+
+
+def build_database(ocloc: Ocloc, *, ids: Iterable[int] = ALL_IDS, jobs: int = 1, in_process: bool | None = None,
+                   pci_path: Path | None = None) -> DeviceDatabase:
+    """Sweep and assemble (no cache)."""
+    result = sweep(ocloc, ids, jobs=jobs, in_process=in_process)
+    pci_path = pci_path if pci_path is not None else pci_ids_file()
+    pci_names = read_pci_names(pci_path)
+    if not pci_names:
+        log.warn("no pci.ids found (Debian/Ubuntu: apt install pci.ids); display names are left empty")
+    rows = build_rows(result, pci_names)
+    meta = {"sweep_seconds": result.seconds, "in_process": result.in_process, "pci_ids_file": str(pci_path or ""),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return DeviceDatabase(ocloc=ocloc.to_json(), rows=rows, names=result.names, groups=result.groups,
+                          skipped=result.skipped, meta=meta)
+
+
+def load_database(settings: Settings, *, refresh: bool = False, ocloc: Ocloc | None = None) -> DeviceDatabase:
+    """The database for the ocloc in SETTINGS, from the cache when it is there and sound."""
+    ocloc = ocloc or find_ocloc(settings)
+    pci_path = pci_ids_file()
+    path = cache_path(settings, ocloc, pci_path)
+    if path.is_file() and not refresh:
+        try:
+            return DeviceDatabase.from_json(read_json(path))
+        except (ValueError, KeyError, TypeError, IpexAotError, OSError) as e:
+            log.warn(f"device cache {path} is unreadable ({e.__class__.__name__}); rebuilding it")
+    db = build_database(ocloc, jobs=settings.jobs, pci_path=pci_path)
+    write_json(path, db.to_json())
+    return db
+
+
+# --- command line --------------------------------------------------------------------------
+
+def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    from ipex_aot import ocloc as ocloc_module
+
+    p = sub.add_parser("devices", help="the Intel GPU device database (ocloc sweep over every PCI ID)",
+                       description="Print the support table: which PCI device ID needs which generation.")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the database as JSON")
+    out.add_argument("--markdown", action="store_true", help="print the support table as Markdown (the default)")
+    p.add_argument("--refresh", action="store_true", help="sweep again even if a cached database exists")
+    p.add_argument("--write", action="store_true", help="write devices.json and devices.md into DIST/devices/")
+    p.add_argument("--ocloc-info", action="store_true", help="print where ocloc was found and its version")
+    p.set_defaults(func=_cmd_devices)
+    dsub = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND")
+    lk = dsub.add_parser("lookup", help="the generation for one PCI device ID (and revision)")
+    lk.add_argument("pci_id", help="device part of the PCI ID in hex, e.g. 56A0")
+    lk.add_argument("--revision", type=_revision, default=None, help="PCI revision (stepping), decimal or 0x hex")
+    lk.add_argument("--json", action="store_true", help="print the answer as JSON")
+    lk.set_defaults(func=_cmd_lookup)
+    ocloc_module.register(sub)
+
+
+def _revision(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise DeviceError(f"--revision {text!r} is not a number; give the PCI revision, e.g. 8 or 0x08") from None
+    if not 0 <= value <= 0xFF:
+        raise DeviceError(f"--revision {value} is outside 0..255 (a PCI revision is one byte)")
+    return value
+
+
+def _cmd_devices(args, settings: Settings) -> int:  # noqa: ANN001
+    if args.ocloc_info:
+        oc = find_ocloc(settings)
+        print(json.dumps(oc.to_json(), indent=2))
+        return 0
+    db = load_database(settings, refresh=args.refresh)
+    if args.write:
+        out = settings.dist_dir / "devices"
+        write_json(out / "devices.json", db.to_json())
+        write_text(out / "devices.md", db.to_markdown())
+        log.info(f"wrote {out / 'devices.json'} and {out / 'devices.md'} ({len(db.rows)} rows)")
+        if not (args.json or args.markdown):
+            return 0
+    if args.json:
+        sys.stdout.write(json.dumps(db.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(db.to_markdown())
+    return 0
+
+
+def _cmd_lookup(args, settings: Settings) -> int:  # noqa: ANN001
+    pid = normalize_pci_id(args.pci_id)  # malformed input fails before any sweep
+    db = load_database(settings)
+    hit = db.lookup(pid, args.revision)
+    if args.json:
+        print(json.dumps(hit.to_json(), indent=2))
+    elif hit.generation:
+        print(hit.generation)
+        log.info(f"{hit.pci_id}: {hit.row.product or hit.row.target} ({', '.join(hit.row.codenames)}); {hit.rule}")
+    else:
+        print(" ".join(hit.candidates))
+        log.info(f"{hit.pci_id}: {len(hit.candidates)} candidates; {hit.rule}")
+    return 0
+
