@@ -1,0 +1,477 @@
+"""Parallel LZMA2: consecutive pieces of ONE raw LZMA2 stream, encoded at once.
+
+Python's ``lzma`` module cannot prime an encoder with a preset dictionary, so
+this module drives the system liblzma through ctypes. Piece ``k`` of the
+stream is encoded by its own encoder whose ``preset_dict`` is the ``dict_size``
+bytes that precede the piece. liblzma then starts the piece with a chunk that
+resets the state and properties but *not* the dictionary (``0xC0``, see
+``lzma2_encoder_init``: ``need_dictionary_reset`` is false with a preset
+dictionary), so a decoder that has just produced those preceding bytes keeps
+them as its window and every long-distance match of the piece stays valid.
+Each piece ends with liblzma's ``0x00`` end marker; dropping it from all but
+the last piece and concatenating the pieces gives one ordinary LZMA2 stream
+that 7-Zip, py7zr and ``lzma`` decode like any other.
+
+Two details keep the pieces exact:
+
+* the literal and match coders use the position modulo ``2**pb`` (and
+  ``2**lp``); the decoder counts from the last dictionary reset, the primed
+  encoder from the start of its preset dictionary. Piece offsets are kept
+  multiples of 16 and the preset is ``min(offset, dict_size)`` bytes with a
+  16-aligned ``dict_size``, so both counts agree modulo 16.
+* ctypes releases the GIL during ``lzma_code``, so plain threads run the
+  encoders on every core while Python only moves buffers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import ctypes.util
+import os
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ipex_aot.errors import ArchiveError, ToolchainError
+
+#: liblzma refuses larger dictionaries (lz_encoder_prepare).
+DICT_MAX = (1 << 30) + (1 << 29)
+#: Piece boundaries are multiples of this, so positions agree modulo 2**pb.
+ALIGN = 16
+FILTER_LZMA2 = 0x21
+_RUN, _FINISH = 0, 3
+_OK, _STREAM_END = 0, 1
+_RET_NAMES = {5: "out of memory", 6: "memory limit", 8: "bad options", 9: "corrupt data", 11: "internal error"}
+MATCH_FINDERS = {"hc3": 0x03, "hc4": 0x04, "bt2": 0x12, "bt3": 0x13, "bt4": 0x14}
+MODES = {"fast": 1, "normal": 2}
+_IO_CHUNK = 8 << 20
+
+
+class _Stream(ctypes.Structure):
+    _fields_ = [
+        ("next_in", ctypes.c_void_p),
+        ("avail_in", ctypes.c_size_t),
+        ("total_in", ctypes.c_uint64),
+        ("next_out", ctypes.c_void_p),
+        ("avail_out", ctypes.c_size_t),
+        ("total_out", ctypes.c_uint64),
+        ("allocator", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+        ("reserved_ptr1", ctypes.c_void_p),
+        ("reserved_ptr2", ctypes.c_void_p),
+        ("reserved_ptr3", ctypes.c_void_p),
+        ("reserved_ptr4", ctypes.c_void_p),
+        ("seek_pos", ctypes.c_uint64),
+        ("reserved_int2", ctypes.c_uint64),
+        ("reserved_int3", ctypes.c_size_t),
+        ("reserved_int4", ctypes.c_size_t),
+        ("reserved_enum1", ctypes.c_int),
+        ("reserved_enum2", ctypes.c_int),
+    ]
+
+
+class _OptionsLzma(ctypes.Structure):
+    _fields_ = [
+        ("dict_size", ctypes.c_uint32),
+        ("preset_dict", ctypes.c_void_p),
+        ("preset_dict_size", ctypes.c_uint32),
+        ("lc", ctypes.c_uint32),
+        ("lp", ctypes.c_uint32),
+        ("pb", ctypes.c_uint32),
+        ("mode", ctypes.c_int),
+        ("nice_len", ctypes.c_uint32),
+        ("mf", ctypes.c_int),
+        ("depth", ctypes.c_uint32),
+        ("ext_flags", ctypes.c_uint32),
+        ("ext_size_low", ctypes.c_uint32),
+        ("ext_size_high", ctypes.c_uint32),
+        ("reserved_int4", ctypes.c_uint32),
+        ("reserved_int5", ctypes.c_uint32),
+        ("reserved_int6", ctypes.c_uint32),
+        ("reserved_int7", ctypes.c_uint32),
+        ("reserved_int8", ctypes.c_uint32),
+        ("reserved_enum1", ctypes.c_int),
+        ("reserved_enum2", ctypes.c_int),
+        ("reserved_enum3", ctypes.c_int),
+        ("reserved_enum4", ctypes.c_int),
+        ("reserved_ptr1", ctypes.c_void_p),
+        ("reserved_ptr2", ctypes.c_void_p),
+    ]
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("options", ctypes.c_void_p)]
+
+
+_lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
+
+
+def liblzma() -> ctypes.CDLL:
+    """The system liblzma (5.x), loaded once; ToolchainError when there is none."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            names = [n for n in (ctypes.util.find_library("lzma"), "liblzma.so.5", "liblzma.dylib", "liblzma.dll") if n]
+            errors = []
+            for name in names:
+                try:
+                    lib = ctypes.CDLL(name)
+                    break
+                except OSError as e:
+                    errors.append(str(e))
+            else:
+                raise ToolchainError(
+                    "liblzma (liblzma.so.5) not found for the parallel packer; install xz-utils/liblzma5 "
+                    "or use --engine py7zr"
+                )
+            lib.lzma_raw_encoder.argtypes = [ctypes.POINTER(_Stream), ctypes.POINTER(_Filter)]
+            lib.lzma_raw_encoder.restype = ctypes.c_int
+            lib.lzma_code.argtypes = [ctypes.POINTER(_Stream), ctypes.c_int]
+            lib.lzma_code.restype = ctypes.c_int
+            lib.lzma_end.argtypes = [ctypes.POINTER(_Stream)]
+            lib.lzma_end.restype = None
+            lib.lzma_lzma_preset.argtypes = [ctypes.POINTER(_OptionsLzma), ctypes.c_uint32]
+            lib.lzma_lzma_preset.restype = ctypes.c_ubyte
+            lib.lzma_raw_encoder_memusage.argtypes = [ctypes.POINTER(_Filter)]
+            lib.lzma_raw_encoder_memusage.restype = ctypes.c_uint64
+            lib.lzma_version_string.restype = ctypes.c_char_p
+            _lib = lib
+        return _lib
+
+
+@dataclass(frozen=True)
+class Lzma2Options:
+    """Encoder settings; ``None`` fields take liblzma's value for ``preset``."""
+
+    dict_size: int = 64 << 20
+    preset: int = 9
+    extreme: bool = False
+    mf: str | None = None
+    nice_len: int | None = None
+    depth: int | None = None
+    mode: str | None = None
+    lc: int | None = None
+    lp: int | None = None
+    pb: int | None = None
+
+    def _struct(self) -> _OptionsLzma:
+        if not 4096 <= self.dict_size <= DICT_MAX:
+            raise ArchiveError(f"LZMA2 dictionary size {self.dict_size} is outside 4 KiB..1.5 GiB")
+        opts = _OptionsLzma()
+        if liblzma().lzma_lzma_preset(ctypes.byref(opts), self.preset | (0x80000000 if self.extreme else 0)):
+            raise ArchiveError(f"LZMA preset {self.preset} is not supported by this liblzma")
+        opts.dict_size = self.dict_size
+        if self.mf is not None:
+            opts.mf = MATCH_FINDERS[self.mf]
+        if self.mode is not None:
+            opts.mode = MODES[self.mode]
+        for name in ("nice_len", "depth", "lc", "lp", "pb"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(opts, name, value)
+        return opts
+
+    def memusage(self) -> int:
+        """liblzma's own estimate of one encoder's memory, in bytes."""
+        opts = self._struct()
+        filters = (_Filter * 2)(_Filter(FILTER_LZMA2, ctypes.addressof(opts)), _Filter(2**64 - 1, None))
+        return int(liblzma().lzma_raw_encoder_memusage(filters))
+
+
+def dict_size_property(dict_size: int) -> int:
+    """The one-byte LZMA2 property (7z coder property) for a dictionary size.
+
+    Encodes the smallest 2**n or 3*2**(n-1) that is at least ``dict_size``;
+    40 means 4 GiB - 1.
+    """
+    for prop in range(40):
+        if (2 | (prop & 1)) << (prop // 2 + 11) >= dict_size:
+            return prop
+    return 40
+
+
+def dict_size_from_property(prop: int) -> int:
+    if prop > 40:
+        raise ArchiveError(f"LZMA2 dictionary property {prop} is invalid")
+    return 0xFFFFFFFF if prop == 40 else (2 | (prop & 1)) << (prop // 2 + 11)
+
+
+class Source:
+    """A sequence of files read as one contiguous byte stream (the solid block)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.sizes = [p.stat().st_size for p in self.paths]
+        self.starts = []
+        pos = 0
+        for size in self.sizes:
+            self.starts.append(pos)
+            pos += size
+        self.size = pos
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the stream's bytes from ``offset``."""
+        done, want = 0, len(buf)
+        for path, start, size in zip(self.paths, self.starts, self.sizes, strict=True):
+            if done == want:
+                break
+            pos = offset + done
+            if pos >= start + size or size == 0:
+                continue
+            with open(path, "rb") as f:
+                f.seek(pos - start)
+                n = min(want - done, start + size - pos)
+                got = f.readinto(buf[done : done + n])
+                if got != n:
+                    raise ArchiveError(f"{path} changed size while packing; rerun pack")
+                done += n
+        if done != want:
+            raise ArchiveError("input files changed size while packing; rerun pack")
+
+
+#: Cost of digesting one preset byte relative to encoding one new byte (hc4, measured ~1/25).
+PRIME_COST = 0.04
+#: Cost of encoding a byte that repeats earlier data (long matches), relative to a new one.
+REPEAT_COST = 0.05
+
+
+@dataclass(frozen=True)
+class CostMap:
+    """Estimated encoding cost of the stream, per ``block`` bytes (1.0 = a byte of new data)."""
+
+    block: int
+    cumulative: list[float]  # cumulative[i] = cost of blocks [0, i)
+
+    @classmethod
+    def uniform(cls, total: int, block: int = 1 << 20) -> CostMap:
+        n = -(-total // block)
+        return cls(block, [float(min(i * block, total)) for i in range(n + 1)])
+
+    def at(self, pos: int) -> float:
+        """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
+        i, rest = divmod(pos, self.block)
+        if i + 1 >= len(self.cumulative):
+            return self.cumulative[-1]
+        return self.cumulative[i] + (self.cumulative[i + 1] - self.cumulative[i]) * rest / self.block
+
+
+def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None = None) -> list[tuple[int, int]]:
+    """Offsets ``(start, end)`` of at most ``pieces`` consecutive, 16-aligned pieces.
+
+    A piece costs its own bytes (as weighed by ``costs``) plus digesting its
+    ``min(start, dict_size)`` preset bytes; the bounds are chosen so that the
+    costliest piece, which sets the wall time, is as cheap as possible.
+    The result depends only on the inputs, never on timing, so archives stay
+    reproducible.
+    """
+    costs = costs or CostMap.uniform(total)
+    pieces = max(1, min(pieces, total // (1 << 20) or 1))
+    if pieces == 1:
+        return [(0, total)]
+    step = ALIGN * max(1, costs.block // ALIGN // 64)
+
+    def piece_end(start: int, target: float) -> int:
+        budget = target - PRIME_COST * min(start, dict_size) * (costs.at(total) / max(total, 1))
+        lo, hi = start + step, total  # every piece takes at least one step
+        if lo >= hi:
+            return total
+        base = costs.at(start)
+        while hi - lo > step:
+            mid = (lo + hi) // 2 // step * step
+            if mid <= lo:
+                break
+            if costs.at(mid) - base <= budget:
+                lo = mid
+            else:
+                hi = mid
+        return lo if costs.at(hi) - base > budget else hi
+
+    def plan(target: float) -> list[int]:
+        bounds = [0]
+        while bounds[-1] < total and len(bounds) <= pieces:
+            bounds.append(min(piece_end(bounds[-1], target), total))
+        return bounds
+
+    lo, hi = 0.0, costs.at(total) * (1 + PRIME_COST) + 1
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if plan(mid)[-1] >= total and len(plan(mid)) - 1 <= pieces:
+            hi = mid
+        else:
+            lo = mid
+    bounds = plan(hi)
+    bounds = sorted({min(b // ALIGN * ALIGN, total) for b in bounds[:-1]} | {total})
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096) -> CostMap:
+    """Guess where the new data is: a block seen earlier in the stream costs little.
+
+    Per-generation builds share host code and SPIR-V byte for byte, so their
+    blocks repeat blocks of the previous library; device images do not. Block
+    digests of the two previous files are kept (a few MB per GB of input).
+    """
+    cumulative = [0.0]
+    seen: list[set[int]] = []
+    tail = b""
+    for path in paths:
+        mine: set[int] = set()
+        with open(path, "rb") as f:
+            while chunk := f.read(_IO_CHUNK):
+                data = tail + chunk
+                usable = len(data) // block * block
+                view = memoryview(data)
+                for off in range(0, usable, block):
+                    piece = view[off : off + block]
+                    digest = zlib.crc32(piece) | zlib.adler32(piece) << 32
+                    repeat = digest in mine or any(digest in s for s in seen)
+                    mine.add(digest)
+                    cumulative.append(cumulative[-1] + block * (REPEAT_COST if repeat else 1.0))
+                tail = bytes(view[usable:])
+        seen = (seen + [mine])[-2:]
+    if tail:
+        cumulative.append(cumulative[-1] + len(tail))
+    return CostMap(block, cumulative)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret not in (_OK, _STREAM_END):
+        raise ArchiveError(f"liblzma {what} failed: {_RET_NAMES.get(ret, f'error {ret}')}")
+
+
+def encode_piece(
+    source: Source,
+    start: int,
+    end: int,
+    options: Lzma2Options,
+    out: Callable[[bytes], None],
+    progress: Callable[[int], None] | None = None,
+    *,
+    last: bool,
+) -> int:
+    """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
+
+    The encoder is primed with the ``min(start, dict_size)`` bytes before
+    ``start``; the end marker is kept only when ``last``.
+    """
+    if start % ALIGN or options.dict_size % ALIGN:
+        raise ValueError("piece start and dict_size must be multiples of 16")
+    lib = liblzma()
+    opts = options._struct()
+    preset_len = min(start, options.dict_size)
+    preset = None
+    if preset_len:
+        preset = bytearray(preset_len)
+        source.read_into(start - preset_len, memoryview(preset))
+        opts.preset_dict = ctypes.addressof((ctypes.c_char * preset_len).from_buffer(preset))
+        opts.preset_dict_size = preset_len
+    filters = (_Filter * 2)(_Filter(FILTER_LZMA2, ctypes.addressof(opts)), _Filter(2**64 - 1, None))
+    strm = _Stream()
+    _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
+    del preset  # liblzma copied it into its window during setup
+    outbuf = ctypes.create_string_buffer(_IO_CHUNK)
+    inbuf = bytearray(_IO_CHUNK)
+    inview = memoryview(inbuf)
+    in_addr = ctypes.addressof((ctypes.c_char * _IO_CHUNK).from_buffer(inbuf))
+    written = 0
+    pending = b""  # the last byte, held back until we know whether it is the end marker
+    try:
+        pos = start
+        while True:
+            action = _RUN
+            if strm.avail_in == 0:
+                n = min(_IO_CHUNK, end - pos)
+                if n:
+                    source.read_into(pos, inview[:n])
+                    pos += n
+                    strm.next_in, strm.avail_in = in_addr, n
+                    if progress:
+                        progress(n)
+            if pos >= end:
+                action = _FINISH
+            strm.next_out, strm.avail_out = ctypes.addressof(outbuf), _IO_CHUNK
+            ret = lib.lzma_code(ctypes.byref(strm), action)
+            _check(ret, "encoding")
+            produced = _IO_CHUNK - strm.avail_out
+            if produced:
+                data = pending + outbuf.raw[:produced]
+                out(data[:-1])
+                written += len(data) - 1
+                pending = data[-1:]
+            if ret == _STREAM_END:
+                break
+        if pending != b"\x00":
+            raise ArchiveError("liblzma ended an LZMA2 piece without its end marker; cannot join pieces")
+        if last:
+            out(pending)
+            written += 1
+        return written
+    finally:
+        lib.lzma_end(ctypes.byref(strm))
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    packed_size: int
+    unpacked_size: int
+    pieces: list[tuple[int, int]]
+
+
+def encode_parallel(
+    source: Source,
+    options: Lzma2Options,
+    out_path: Path,
+    *,
+    workers: int,
+    pieces: int | None = None,
+    costs: CostMap | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EncodeResult:
+    """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` using ``workers`` threads.
+
+    Each piece goes to a temporary file beside ``out_path`` and the pieces
+    are joined in order, so memory holds at most ``workers`` encoders.
+    """
+    dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
+    options = replace(options, dict_size=max(dict_size, 1 << 16))
+    bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs)
+    lock = threading.Lock()
+
+    def tick(n: int) -> None:
+        if progress:
+            with lock:
+                progress(n)
+
+    def run(i: int) -> Path:
+        start, end = bounds[i]
+        part = out_path.with_name(f"{out_path.name}.piece{i}")
+        with open(part, "wb") as f:
+            encode_piece(source, start, end, options, f.write, tick, last=i == len(bounds) - 1)
+        return part
+
+    parts: list[Path] = []
+    try:
+        if source.size == 0:
+            out_path.write_bytes(b"\x00")
+            return EncodeResult(1, 0, [])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(run, i) for i in range(len(bounds))]
+            try:
+                parts = [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        with open(out_path, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(_IO_CHUNK):
+                        out.write(chunk)
+        return EncodeResult(out_path.stat().st_size, source.size, bounds)
+    finally:
+        for i in range(len(bounds)):
+            out_path.with_name(f"{out_path.name}.piece{i}").unlink(missing_ok=True)

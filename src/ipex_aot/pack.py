@@ -1,0 +1,535 @@
+"""Pack every built generation of a recipe into one deterministic, verified .7z.
+
+``ipex-aot pack RECIPE`` reads ``dist/<recipe>/<generation>/build.json`` and
+writes ``dist/<recipe>/<release>-AOT.7z``: one folder per generation code
+holding that generation's library under its install name, plus
+``manifest.json`` and ``SUPPORT.md`` at the root (copies of both are written
+next to the archive).
+
+The folders differ only in their device images, so all libraries go into ONE
+solid LZMA2 stream whose dictionary spans a whole library; neighbours are
+ordered by generation so that related device images sit next to each other.
+The default engine encodes consecutive pieces of that stream on every core
+(:mod:`ipex_aot.lzma2`) and lays out the container itself
+(:mod:`ipex_aot.sevenz`); ``--engine 7zz`` hands the work to 7-Zip and
+``--engine py7zr`` is the pure-Python path that always works.
+
+The manifest and support table sit in a small folder of their own at the
+front of the archive, so readers get them without decoding gigabytes.
+
+Every archive is written to a temporary file, read back with py7zr (each
+CRC, and each library's sha256 against the manifest), and only then renamed
+over the old one: a failure at any point leaves the previous archive intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ipex_aot import log
+from ipex_aot.errors import ArchiveError, BuildError, ToolchainError, UsageError
+from ipex_aot.fsutil import write_json, write_text
+from ipex_aot.settings import Settings
+
+ENGINES = ("parallel", "7zz", "py7zr")
+GENERATION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+#: The fixed time of every entry when no build.json says when it finished.
+EPOCH_FALLBACK = 946684800  # 2000-01-01T00:00:00Z
+#: Default memory budget for the encoders; workers are dropped until it fits.
+DEFAULT_MEMORY = 11 << 30
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One generation's folder: where its library is and what it must contain."""
+
+    generation: str
+    library: Path
+    name: str  # install file name, the entry is "<generation>/<name>"
+    record: Mapping[str, Any]
+    size: int = 0
+    sha256: str = ""
+    crc32: int = 0
+
+    @property
+    def entry(self) -> str:
+        return f"{self.generation}/{self.name}"
+
+
+@dataclass
+class PackResult:
+    archive: Path
+    manifest: dict
+    size: int
+    unpacked: int
+    seconds: float
+    engine: str
+    workers: int
+    pieces: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "archive": str(self.archive),
+            "size": self.size,
+            "unpacked": self.unpacked,
+            "seconds": round(self.seconds, 2),
+            "engine": self.engine,
+            "workers": self.workers,
+            "generations": list(self.manifest["folders"]),
+        }
+
+
+def recipe_name(recipe: str) -> str:
+    """``recipes/canary.yaml`` or ``canary`` -> ``canary``."""
+    path = Path(recipe)
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
+def generation_key(generation: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in generation.split("."))
+
+
+def parse_size(text: str) -> int:
+    """``1536m``, ``1.5g``, ``64MiB``, ``4096`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise UsageError(f"size {text!r} is not understood; write e.g. 1536m or 1.5g")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _fail(path: Path, what: str) -> BuildError:
+    return BuildError(f"{path}: {what}; rebuild it with `ipex-aot build RECIPE --generation {path.parent.name}`")
+
+
+def load_folders(dist: Path, name: str) -> list[Folder]:
+    """Every generation folder of a recipe with a build.json, checked and ordered.
+
+    Order: numeric by generation code, which keeps a family's steppings
+    (12.55.0 … 12.55.8) next to each other, so each library follows the one
+    it shares the most with.
+    """
+    root = dist / name
+    records = sorted(root.glob("*/build.json")) if root.is_dir() else []
+    if not records:
+        raise BuildError(f"{root}: no built generation (no */build.json); run `ipex-aot build {name}` first")
+    folders = []
+    for path in records:
+        generation = path.parent.name
+        if not GENERATION_RE.match(generation):
+            continue  # logs/, wheels/, conformance/ and the like
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise _fail(path, f"cannot be read ({e})") from None
+        except json.JSONDecodeError as e:
+            raise _fail(path, f"is not valid JSON (line {e.lineno}: {e.msg})") from None
+        if not isinstance(record, dict):
+            raise _fail(path, "is not a JSON object")
+        artifact = record.get("artifact")
+        for key, ok in (
+            ("generation", record.get("generation") == generation),
+            ("release", isinstance(record.get("release"), str) and bool(record.get("release"))),
+            ("artifact", isinstance(artifact, dict)),
+        ):
+            if not ok:
+                raise _fail(path, f"key {key!r} is missing or wrong (folder {generation})")
+        assert isinstance(artifact, dict)
+        lib_name = artifact.get("name")
+        if not isinstance(lib_name, str) or not lib_name or "/" in lib_name or "\\" in lib_name or lib_name in (".", ".."):
+            raise _fail(path, f"artifact.name {lib_name!r} is not a plain file name")
+        library = path.parent / lib_name
+        if not library.is_file():
+            raise _fail(path, f"its library {library.name} is missing")
+        if isinstance(artifact.get("size"), int) and library.stat().st_size != artifact["size"]:
+            raise _fail(path, f"{library.name} is {library.stat().st_size} bytes, build.json says {artifact['size']}")
+        folders.append(Folder(generation, library, lib_name, record))
+    if not folders:
+        raise BuildError(f"{root}: no generation folder with a build.json; run `ipex-aot build {name}` first")
+    releases = {f.record["release"] for f in folders}
+    if len(releases) > 1:
+        raise BuildError(f"{root}: folders come from different releases {sorted(releases)}; rebuild or remove the stale ones")
+    folders.sort(key=lambda f: generation_key(f.generation))
+    return folders
+
+
+def _hash_one(folder: Folder) -> Folder:
+    sha, crc, size = hashlib.sha256(), 0, 0
+    with open(folder.library, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    digest = sha.hexdigest()
+    recorded = folder.record["artifact"].get("sha256")
+    if recorded and recorded != digest:
+        raise _fail(folder.library.parent / "build.json",
+                    f"{folder.name} changed since it was built (sha256 {digest[:12]}…, recorded {str(recorded)[:12]}…)")
+    return Folder(folder.generation, folder.library, folder.name, folder.record, size, digest, crc)
+
+
+def hash_folders(folders: Sequence[Folder], jobs: int) -> list[Folder]:
+    """sha256, CRC32 and size of every library, one read each (hashlib and zlib release the GIL)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(folders)))) as pool:
+        return list(pool.map(_hash_one, folders))
+
+
+def check_generations(folders: Sequence[Folder]) -> None:
+    """Refuse a folder whose library does not natively hold its own generation."""
+    from ipex_aot import scan  # a sibling step; imported only when packing
+
+    for folder in folders:
+        scan.require_generation(folder.library, folder.generation)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def fixed_mtime(folders: Sequence[Folder]) -> int:
+    """The time stamped on every entry: the newest build's finish time, so it follows the inputs."""
+    best = None
+    for folder in folders:
+        text = folder.record.get("finished")
+        if isinstance(text, str):
+            with contextlib.suppress(ValueError):
+                stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=timezone.utc)
+                value = int(stamp.timestamp())
+                best = value if best is None else max(best, value)
+    return best if best is not None and best > EPOCH_FALLBACK else EPOCH_FALLBACK
+
+
+def build_manifest(name: str, folders: Sequence[Folder], database: Any | None) -> dict:
+    first = folders[0].record
+    entries = {}
+    for folder in folders:
+        rows = database.rows_for(folder.generation) if database is not None else []
+        source = folder.record.get("source") or {}
+        entries[folder.generation] = {
+            "generation": folder.generation,
+            "file": folder.entry,
+            "sha256": folder.sha256,
+            "size": folder.size,
+            "pci_ids": sorted({p for row in rows for p in row.pci_ids}),
+            "codenames": sorted({c for row in rows for c in row.codenames}),
+            "build": {
+                "devlist": folder.record.get("devlist"),
+                "source_commit": source.get("commit") if isinstance(source, dict) else None,
+                "finished": folder.record.get("finished"),
+            },
+        }
+    toolchain = first.get("toolchain") if isinstance(first.get("toolchain"), dict) else {}
+    return {
+        "schema": 1,
+        "recipe": name,
+        "release": first["release"],
+        "platform": first.get("platform"),
+        "artifact_install_path": (first.get("artifact") or {}).get("install_path"),
+        "ocloc": {"version": toolchain.get("ocloc")},
+        "folders": entries,
+        "conformance": [],
+    }
+
+
+def support_markdown(manifest: Mapping[str, Any], database: Any | None) -> str:
+    generations = list(manifest["folders"])
+    head = (
+        f"# Supported devices: {manifest['release']}\n\n"
+        "Extract only the folder named by your GPU's generation code and copy its library over\n"
+        f"`{manifest.get('artifact_install_path') or 'the installed GPU library'}` "
+        "(or run `ipex-aot install ARCHIVE.7z`).\n\n"
+    )
+    if database is not None:
+        return head + database.to_markdown(generations).rstrip("\n") + "\n"
+    rows = "".join(f"| `{g}` | `{manifest['folders'][g]['file']}` |\n" for g in generations)
+    return head + "| Generation Code | File |\n| --- | --- |\n" + rows
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def default_dict_size(folders: Sequence[Folder]) -> int:
+    """A window that spans the largest library (so each library can match the previous one), at most 1.5 GiB."""
+    from ipex_aot import lzma2
+
+    want = max(f.size for f in folders) * 17 // 16 + (1 << 20)
+    if len(folders) == 1:
+        want = folders[0].size + (1 << 16)
+    size = lzma2.dict_size_from_property(lzma2.dict_size_property(max(want, 1 << 16)))
+    return min(size, lzma2.DICT_MAX)
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    engine: str = "parallel"
+    jobs: int = 1
+    dict_size: int | None = None
+    preset: int = 9
+    mf: str = "hc4"
+    memory: int = DEFAULT_MEMORY
+    sevenzip: str | None = None
+
+
+def _small_folder(small: Sequence[tuple[str, bytes]]) -> tuple[bytes, int, list]:
+    from ipex_aot import lzma2, sevenz
+
+    data = b"".join(d for _, d in small)
+    dict_size = lzma2.dict_size_from_property(lzma2.dict_size_property(max(len(data), 1 << 16)))
+    packed = lzma.compress(data, format=lzma.FORMAT_RAW,
+                           filters=[{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dict_size}])
+    entries = [sevenz.Entry(n, size=len(d), crc32=zlib.crc32(d)) for n, d in small]
+    return packed, lzma2.dict_size_property(dict_size), entries
+
+
+def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, int]:
+    """(workers, bytes per encoder): as many as ``jobs`` allows while the encoders fit ``memory``."""
+    from ipex_aot import lzma2
+
+    per = lzma2.Lzma2Options(dict_size=min(dict_size, max(total, 1 << 16) // 16 * 16 + 16), preset=opts.preset,
+                             mf=opts.mf).memusage()
+    workers = max(1, min(opts.jobs, opts.memory // max(per, 1)))
+    if per > opts.memory:
+        log.warn(f"one LZMA2 encoder needs about {per / 2**30:.1f} GiB, more than the {opts.memory / 2**30:.1f} GiB "
+                 "budget (--memory); running one anyway")
+    return workers, per
+
+
+def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
+                    mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list[tuple[int, int]]]:
+    from ipex_aot import lzma2, sevenz
+
+    source = lzma2.Source([f.library for f in folders])
+    workers, per = plan_workers(source.size, dict_size, opts)
+    costs = lzma2.estimate_costs(source.paths) if workers > 1 else None
+    log.info(f"parallel LZMA2: {workers} worker(s), dictionary {dict_size >> 20} MiB, "
+             f"match finder {opts.mf}, about {per / 2**30:.1f} GiB per worker")
+    stream = tmp.with_name(tmp.name + ".lzma2")
+    try:
+        result = lzma2.encode_parallel(
+            source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf), stream,
+            workers=workers, costs=costs, progress=progress,
+        )
+        small_packed, small_prop, small_entries = _small_folder(small)
+        big = sevenz.Folder(result.packed_size, lzma2.dict_size_property(dict_size),
+                            [sevenz.Entry(f.entry, size=f.size, crc32=f.crc32) for f in folders])
+        head = sevenz.Folder(len(small_packed), small_prop, small_entries)
+        with open(tmp, "wb") as out, open(stream, "rb") as s:
+            sevenz.write_archive(out, [io.BytesIO(small_packed), s], [head, big], [f.generation for f in folders], mtime)
+        return workers, result.pieces
+    finally:
+        stream.unlink(missing_ok=True)
+
+
+def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
+                 mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list]:
+    import py7zr
+    from py7zr.helpers import ArchiveTimestamp
+
+    stamp = ArchiveTimestamp.from_datetime(float(mtime))
+    filters = [{"id": py7zr.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size}]
+    with py7zr.SevenZipFile(tmp, "w", filters=filters) as archive:
+        for name, data in small:
+            archive.writef(io.BytesIO(data), name)
+        for folder in folders:
+            with open(folder.library, "rb") as f:
+                archive.writef(f, folder.entry)
+            progress(folder.size)
+        # py7zr stamps writef() entries with "now"; the header is written on close, so fix them here.
+        for info in archive.header.files_info.files:
+            info["lastwritetime"] = stamp
+            info["creationtime"] = stamp
+            info["lastaccesstime"] = stamp
+    return 1, []
+
+
+def find_7zz(settings_choice: str | None) -> str | None:
+    for candidate in ([settings_choice] if settings_choice else []) + ["7zz", "7z"]:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
+               mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list]:
+    exe = find_7zz(opts.sevenzip)
+    if exe is None:
+        raise ToolchainError("7zz/7z not found on PATH (or IPEX_AOT_7Z); install 7zip or use --engine parallel")
+    workers, _ = plan_workers(sum(f.size for f in folders), dict_size, replace_mf(opts, "bt4"))
+    with tempfile.TemporaryDirectory(prefix=".pack-", dir=tmp.parent) as stage_dir:
+        stage = Path(stage_dir)
+        names = []
+        for name, data in small:
+            (stage / name).write_bytes(data)
+            names.append(name)
+        for folder in folders:
+            (stage / folder.generation).mkdir()
+            # A symlink stages a library without copying gigabytes; 7-Zip stores the file it points to.
+            (stage / folder.entry).symlink_to(folder.library.resolve())
+            names.append(folder.generation)
+        for path in stage.rglob("*"):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+        cmd = [exe, "a", "-t7z", "-m0=lzma2", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
+               "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
+        run = subprocess.run(cmd, cwd=stage, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise ArchiveError(f"{Path(exe).name} failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-400:]}")
+    progress(sum(f.size for f in folders))
+    return workers, []
+
+
+def replace_mf(opts: PackOptions, mf: str) -> PackOptions:
+    from dataclasses import replace
+
+    return replace(opts, mf=mf)
+
+
+_WRITERS = {"parallel": _write_parallel, "py7zr": _write_py7zr, "7zz": _write_7zz}
+
+
+# --------------------------------------------------------------------------- check
+
+
+def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, bytes]) -> None:
+    """Read the archive back with py7zr: every CRC, each library's sha256 and size, nothing extra."""
+    import py7zr
+    from py7zr.io import HashIOFactory
+
+    expected = {f["file"]: (f["sha256"], f["size"]) for f in manifest["folders"].values()}
+    for name, data in small.items():
+        expected[name] = (hashlib.sha256(data).hexdigest(), len(data))
+    try:
+        with py7zr.SevenZipFile(path, "r") as archive:
+            names = {i.filename: i for i in archive.list()}
+            files = {n for n, i in names.items() if not i.is_directory}
+            if files != set(expected):
+                raise ArchiveError(f"{path}: entries {sorted(files ^ set(expected))} differ from the manifest")
+            factory = HashIOFactory()
+            archive.extractall(factory=factory)
+    except ArchiveError:
+        raise
+    except Exception as e:  # py7zr raises many kinds on a bad archive; all mean "do not publish it"
+        raise ArchiveError(f"{path}: reading the new archive back failed: {type(e).__name__}: {e}") from None
+    for name, (sha, size) in expected.items():
+        try:
+            product = factory.get(name)
+        except KeyError:
+            raise ArchiveError(f"{path}: {name} was not extracted when reading back") from None
+        if product.size() != size or product.hash.hexdigest() != sha:
+            raise ArchiveError(f"{path}: {name} reads back with a different size or sha256 than the manifest")
+
+
+# --------------------------------------------------------------------------- pack
+
+
+def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None, database: Any | None = None,
+         check_generation: bool = True) -> PackResult:
+    """Pack the recipe's built generations; returns what was written.
+
+    ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`) fills the PCI
+    IDs, codenames and support table; without it they are left empty, which
+    tests use to stay independent of the device sweep.
+    """
+    opts = options or PackOptions(jobs=settings.jobs)
+    if opts.engine not in ENGINES:
+        raise UsageError(f"--engine {opts.engine!r}: choose one of {', '.join(ENGINES)}")
+    name = recipe_name(recipe)
+    dist = Path(settings.dist_dir)
+    start = time.monotonic()
+    with log.step(f"pack {name}: read build records"):
+        folders = load_folders(dist, name)
+        folders = hash_folders(folders, settings.jobs)
+        if check_generation:
+            check_generations(folders)
+    manifest = build_manifest(name, folders, database)
+    release = manifest["release"]
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", release):
+        raise BuildError(f"{dist / name}: release {release!r} is not usable in a file name")
+    small = {"manifest.json": _json_bytes(manifest), "SUPPORT.md": support_markdown(manifest, database).encode()}
+    archive = dist / name / f"{release}-AOT.7z"
+    dict_size = opts.dict_size or default_dict_size(folders)
+    mtime = fixed_mtime(folders)
+    total = sum(f.size for f in folders)
+    progress = log.Progress(f"pack {archive.name}", total)
+    began = time.monotonic()
+
+    def advance(n: int) -> None:
+        rate = progress.done / max(time.monotonic() - began, 1e-6) / 1e6
+        progress.advance(n, note=f"{rate:.1f} MB/s")
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=archive.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with log.step(f"pack {len(folders)} folder(s), {total / 1e6:.0f} MB, engine {opts.engine}"):
+            tmp.unlink()  # 7-Zip refuses to add to an empty non-archive file
+            workers, pieces = _WRITERS[opts.engine](tmp, folders, list(small.items()), dict_size, mtime, opts, advance)
+        with log.step(f"check {archive.name} by reading it back"):
+            verify_archive(tmp, manifest, small)
+        os.replace(tmp, archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json(archive.parent / "manifest.json", manifest)
+    write_text(archive.parent / "SUPPORT.md", small["SUPPORT.md"].decode())
+    size = archive.stat().st_size
+    log.info(f"{archive}: {size / 1e6:.1f} MB from {total / 1e6:.1f} MB ({len(folders)} folders)")
+    return PackResult(archive, manifest, size, total, time.monotonic() - start, opts.engine, workers, pieces)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pack", help="pack a recipe's built generations into one .7z with manifest.json and SUPPORT.md",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("recipe", help="recipes/NAME.yaml or NAME")
+    p.add_argument("--engine", choices=ENGINES, default="parallel",
+                   help="parallel: liblzma on every core (default); 7zz: 7-Zip; py7zr: pure Python, one core")
+    p.add_argument("--jobs", type=int, help="encoder threads (default MAX_JOBS or every core)")
+    p.add_argument("--dict-size", help="LZMA2 dictionary, e.g. 1536m (default: spans the largest library, at most 1.5 GiB)")
+    p.add_argument("--memory", default="11g", help="memory budget for the encoders (default 11g); fewer workers run if needed")
+    p.add_argument("--preset", type=int, default=9, choices=range(10), metavar="0-9", help="LZMA preset (default 9)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=_cmd_pack)
+
+
+def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
+    from ipex_aot.devices import load_database
+
+    jobs = args.jobs if args.jobs else settings.jobs
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    options = PackOptions(
+        engine=args.engine, jobs=jobs, preset=args.preset, memory=parse_size(args.memory),
+        dict_size=parse_size(args.dict_size) if args.dict_size else None, sevenzip=settings.sevenzip,
+    )
+    result = pack(args.recipe, settings, options=options, database=load_database(settings))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    return 0
