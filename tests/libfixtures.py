@@ -1,0 +1,265 @@
+"""Build real test libraries that embed real ocloc outputs, like the DPC++ offload wrapper does.
+
+Shared by the scan, pack, install and conformance tests. Nothing here is a
+stub: device images come from the installed ``ocloc``, ELF libraries are
+linked by ``gcc``, and PE files are laid out byte for byte as the PE/COFF
+specification says (readable by ``objdump -h``, which the scan tests check).
+
+API
+---
+``ocloc_image(devices, *, fmt="zebin", spirv_input=True, exclude_ir=False) -> bytes``
+    What ``ocloc compile -device DEVICES`` produces for a tiny kernel: a zebin
+    (``fmt="zebin"``) or legacy OpenCL-ELF/patch-token binary
+    (``fmt="patchtokens"``) for one device, an ``!<arch>`` fat binary with
+    ``64.<generation>`` entries for several (plus ``generic_ir`` when
+    ``spirv_input`` and not ``exclude_ir``). Cached per process.
+``ocloc_spirv() -> bytes``
+    The kernel as SPIR-V (``-spv_only``).
+``build_elf_library(path, native, spirv=None, *, tgtimg=True, pad_to=0, section_names=None) -> Path``
+    A real x86-64 ELF shared object (gcc ``-shared``) with ``native`` images in
+    ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen``, ``spirv`` images in
+    ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64`` and a ``.tgtimg`` table of
+    (u64 address, u64 size) pairs, the linker's real addresses. ``native`` is
+    either ``{generation: image bytes}`` (values are images, keys only
+    document intent) or a sequence of image bytes / paths of ocloc outputs;
+    ``spirv`` likewise, or one ``bytes``. ``pad_to`` appends a zero-filled
+    ``.ipex_aot_pad`` section so the file reaches that size (benchmarks),
+    written sparse. ``section_names`` overrides the two bundle section names.
+``build_pe_library(path, native, spirv=None, *, names="long", tgtimg=True) -> Path``
+    A PE32+ DLL image (x86-64) with the same content. ``names``: ``"long"``
+    puts the full bundle names in the COFF string table (``/4`` style, as
+    lld-link and MinGW ld write them), ``"short"`` truncates them to 8 bytes
+    (``__CLANG_``) like link.exe, ``"none"`` puts all images in ``.rdata``
+    with no telling name (only the byte-pattern fallback finds them).
+    ``.tgtimg`` entries hold virtual addresses (image base + RVA).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
+SPIRV_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64"
+KERNEL = (
+    "kernel void scale(global float *a, float s) { a[get_global_id(0)] *= s; }\n"
+    "kernel void add(global const float *a, global float *b) { b[get_global_id(0)] += a[get_global_id(0)]; }\n"
+)
+
+Images = Mapping[str, bytes] | Sequence[bytes | os.PathLike[str] | str] | bytes | None
+
+
+def have_tools() -> bool:
+    return bool(shutil.which("ocloc") and shutil.which("gcc"))
+
+
+@functools.cache
+def _workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="ipex-aot-libfixtures-"))
+
+
+def _ocloc(args: list[str], cwd: Path) -> None:
+    proc = subprocess.run(["ocloc", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ocloc {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+
+
+@functools.cache
+def ocloc_spirv() -> bytes:
+    work = Path(tempfile.mkdtemp(dir=_workdir()))
+    (work / "k.cl").write_text(KERNEL)
+    _ocloc(["compile", "-file", "k.cl", "-device", "tgllp", "-spv_only", "-q", "-output", "k", "-output_no_suffix"], work)
+    return (work / "k.spv").read_bytes()
+
+
+@functools.cache
+def ocloc_image(devices: str, *, fmt: str = "zebin", spirv_input: bool = True, exclude_ir: bool = False) -> bytes:
+    """Real ocloc output for DEVICES (see the module docstring)."""
+    work = Path(tempfile.mkdtemp(dir=_workdir()))
+    if spirv_input:
+        (work / "k.spv").write_bytes(ocloc_spirv())
+        args = ["compile", "-file", "k.spv", "-spirv_input"]
+    else:
+        (work / "k.cl").write_text(KERNEL)
+        args = ["compile", "-file", "k.cl"]
+    args += ["-device", devices, "--format", fmt, "-q", "-output", "img", "-output_no_suffix"]
+    if exclude_ir:
+        args.append("-exclude_ir")
+    _ocloc(args, work)
+    produced = sorted(p for p in work.iterdir() if p.is_file() and p.name.startswith("img"))
+    if len(produced) != 1:
+        raise RuntimeError(f"ocloc -device {devices} produced {[p.name for p in produced]}, expected one binary")
+    return produced[0].read_bytes()
+
+
+def _blobs(images: Images) -> list[bytes]:
+    if images is None:
+        return []
+    if isinstance(images, bytes | bytearray):
+        return [bytes(images)]
+    if isinstance(images, Mapping):
+        return [bytes(v) for v in images.values()]
+    out = []
+    for item in images:
+        out.append(bytes(item) if isinstance(item, bytes | bytearray) else Path(item).read_bytes())
+    return out
+
+
+def build_elf_library(path: str | os.PathLike[str], native: Images, spirv: Images = None, *, tgtimg: bool = True,
+                      pad_to: int = 0, section_names: tuple[str, str] | None = None) -> Path:
+    """A gcc-linked shared object embedding the images; see the module docstring."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=_workdir()))
+    gen_name, spv_name = section_names or (NATIVE_SECTION, SPIRV_SECTION)
+    lines: list[str] = []
+    labels: list[str] = []
+    for section, blobs in ((gen_name, _blobs(native)), (spv_name, _blobs(spirv))):
+        if not blobs:
+            continue
+        lines.append(f'    .section {section},"a",@progbits')
+        for blob in blobs:
+            label = f".Limg{len(labels)}"
+            blob_path = work / f"img{len(labels)}.bin"
+            blob_path.write_bytes(blob)
+            lines += ["    .balign 16", f"{label}:", f'    .incbin "{blob_path}"', f"{label}_end:"]
+            labels.append(label)
+    if tgtimg and labels:
+        lines += ['    .section .tgtimg,"aw",@progbits', "    .balign 8"]
+        lines += [f"    .quad {label}, {label}_end - {label}" for label in labels]
+    lines += ["    .text", "    .globl fixture_entry", "    .type fixture_entry,@function", "fixture_entry:",
+              "    xorl %eax, %eax", "    ret", '    .section .note.GNU-stack,"",@progbits', ""]
+    asm = work / "images.s"
+    asm.write_text("\n".join(lines))
+    tmp = path.with_name(path.name + ".tmp")
+    subprocess.run(["gcc", "-shared", "-nostdlib", "-o", str(tmp), str(asm)], check=True, capture_output=True)
+    if pad_to:
+        _pad_elf(tmp, pad_to, work)
+    os.replace(tmp, path)
+    return path
+
+
+def _pad_elf(lib: Path, size: int, work: Path) -> None:
+    """Grow LIB to about SIZE bytes with a zero section, keeping it a valid ELF (objcopy)."""
+    missing = size - lib.stat().st_size
+    if missing <= 0:
+        return
+    pad = work / "pad.bin"
+    with open(pad, "wb") as f:
+        f.truncate(missing)  # sparse: no disk blocks for the zeros
+    out = lib.with_name(lib.name + ".pad")
+    subprocess.run(["objcopy", "--add-section", f".ipex_aot_pad={pad}", "--set-section-flags",
+                    ".ipex_aot_pad=readonly,data", str(lib), str(out)], check=True, capture_output=True)
+    os.replace(out, lib)
+    pad.unlink()
+
+
+# --- PE/COFF --------------------------------------------------------------------------------
+
+_FILE_ALIGN = 0x200
+_SECT_ALIGN = 0x1000
+IMAGE_BASE = 0x180000000
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def build_pe_library(path: str | os.PathLike[str], native: Images, spirv: Images = None, *, names: str = "long",
+                     tgtimg: bool = True) -> Path:
+    """A PE32+ DLL holding the images; see the module docstring."""
+    if names not in ("long", "short", "none"):
+        raise ValueError(f"names={names!r}")
+    path = Path(path)
+    nat, spv = _blobs(native), _blobs(spirv)
+    # (name, data, characteristics, [(offset in section, size)])
+    sections: list[tuple[str, bytearray, int, list[tuple[int, int]]]] = []
+    text = bytearray(b"\x31\xc0\xc3")  # xor eax,eax; ret
+    sections.append((".text", text, 0x60000020, []))
+    r_only = 0x40000040  # initialized data, readable
+    groups = [(NATIVE_SECTION, nat), (SPIRV_SECTION, spv)]
+    if names == "none":
+        merged = [b for _, blobs in groups for b in blobs]
+        groups = [(".rdata", merged)] if merged else []
+    for name, blobs in groups:
+        if not blobs:
+            continue
+        data = bytearray()
+        placed = []
+        for blob in blobs:
+            data += b"\0" * (_align(len(data), 16) - len(data))
+            placed.append((len(data), len(blob)))
+            data += blob
+        sections.append((name, data, r_only, placed))
+    if tgtimg:
+        sections.append((".tgtimg", bytearray(), r_only, []))
+
+    n = len(sections)
+    headers_size = _align(0x80 + 4 + 20 + 240 + 40 * n, _FILE_ALIGN)
+    rvas, raws = [], []
+    rva, raw = _SECT_ALIGN, headers_size
+    table_entries = sum(len(p) for _, _, _, p in sections)
+    for name, data, _, _ in sections:
+        if name == ".tgtimg":
+            data += b"\0" * (16 * table_entries)
+        rvas.append(rva)
+        raws.append(raw)
+        rva += _align(max(len(data), 1), _SECT_ALIGN)
+        raw += _align(len(data), _FILE_ALIGN)
+    if tgtimg:
+        table = sections[-1][1]
+        i = 0
+        for (_, _, _, placed), base in zip(sections, rvas, strict=True):
+            for off, size in placed:
+                struct.pack_into("<QQ", table, 16 * i, IMAGE_BASE + base + off, size)
+                i += 1
+
+    strtab = bytearray(4)
+    name_fields = []
+    for name, _, _, _ in sections:
+        encoded = name.encode()
+        if len(encoded) <= 8:
+            name_fields.append(encoded.ljust(8, b"\0"))
+        elif names == "short":
+            name_fields.append(encoded[:8])
+        else:
+            name_fields.append(f"/{len(strtab)}".encode().ljust(8, b"\0"))
+            strtab += encoded + b"\0"
+    struct.pack_into("<I", strtab, 0, len(strtab))
+    symtab_ptr = raw if len(strtab) > 4 else 0
+
+    out = bytearray(headers_size)
+    out[0:2] = b"MZ"
+    struct.pack_into("<I", out, 0x3C, 0x80)
+    out[0x80:0x84] = b"PE\0\0"
+    # COFF header: AMD64, n sections, no symbols but a string table (as MinGW ld leaves it), DLL.
+    struct.pack_into("<HHIIIHH", out, 0x84, 0x8664, n, 0, symtab_ptr, 0, 240, 0x2022)
+    opt = 0x98
+    size_of_image = rva
+    struct.pack_into("<HBBIIIII", out, opt, 0x20B, 14, 0, _align(len(text), _FILE_ALIGN),
+                     sum(_align(len(d), _FILE_ALIGN) for _, d, _, _ in sections[1:]), 0, 0, _SECT_ALIGN)
+    struct.pack_into("<QII", out, opt + 24, IMAGE_BASE, _SECT_ALIGN, _FILE_ALIGN)
+    struct.pack_into("<HHHHHHIII", out, opt + 40, 6, 0, 0, 0, 6, 0, 0, size_of_image, headers_size)
+    struct.pack_into("<HH", out, opt + 68, 3, 0x160)  # console subsystem, DLL characteristics
+    struct.pack_into("<QQQQII", out, opt + 72, 0x100000, 0x1000, 0x100000, 0x1000, 0, 16)
+    sec_table = opt + 240
+    for i, ((_, data, flags, _), field, r, fr) in enumerate(zip(sections, name_fields, rvas, raws, strict=True)):
+        struct.pack_into("<8sIIIIIIHHI", out, sec_table + 40 * i, field, len(data), r,
+                         _align(len(data), _FILE_ALIGN), fr if data else 0, 0, 0, 0, 0, flags)
+    for (_, data, _, _), fr in zip(sections, raws, strict=True):
+        if data:
+            out += b"\0" * (fr - len(out))
+            out += data + b"\0" * (_align(len(data), _FILE_ALIGN) - len(data))
+    if symtab_ptr:
+        out += b"\0" * (symtab_ptr - len(out)) + strtab
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(out)
+    os.replace(tmp, path)
+    return path
