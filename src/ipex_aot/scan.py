@@ -1,0 +1,852 @@
+"""What a library holds: the SYCL device images embedded in a PE DLL or an ELF shared object.
+
+DPC++ puts native (AOT) images in ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen``,
+SPIR-V (JIT) images in ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64`` and, on ELF, a
+``.tgtimg`` table of (u64 address, u64 size) pairs, one per image. The scan
+finds the images through, in this order: the ``.tgtimg`` table, the bundle
+sections (full names, names from the COFF string table, or names cut to 8
+bytes by link.exe), and, when nothing is named, a byte-pattern search of the
+whole file for ``!<arch>`` fat binaries, zebin ELF headers and SPIR-V magic.
+
+Inside an image:
+
+* an ocloc fat binary (GNU ``ar``): entries ``64.<generation>`` are native
+  images for that generation, ``generic_ir`` is SPIR-V, ``pad_N`` is padding;
+* a zebin (ELF, ``e_machine`` 205): the ``.note.intelgt.compat`` note gives
+  the product config (IP version bits: architecture 10, release 8,
+  reserved 8, revision 6, as in compute-runtime's ``HardwareIpVersion``)
+  when the compiler writes it (newer ocloc). Older ocloc (22.43 here) writes
+  only the product family and the hardware revision; those are matched
+  against the signatures of binaries the local ocloc makes for every
+  generation it knows (cached per ocloc version). That is the test the driver
+  itself applies when it loads a binary, so a match means "runs natively".
+  Several generations can share one signature (DG2 revision 0 is 12.55.0,
+  12.56.0 and 12.57.0); the image then counts for each of them;
+* a legacy patch-token binary (``CTNI`` header, raw or inside ocloc's
+  OpenCL ELF container): the header has only the GFX core family and the
+  stepping; matched the same way against patch-token signatures, which are
+  coarser (one core family spans many products) and reported as such;
+* SPIR-V (magic ``0x07230203``).
+
+The file is memory-mapped and only headers are read, so a 2.3 GB library
+takes well under a second. Every offset is bounds-checked and every loop
+capped: a truncated or malformed file gives a one-line :class:`ScanError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import re
+import struct
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipex_aot.errors import IpexAotError, ScanError, ToolchainError
+from ipex_aot.settings import Settings
+
+NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
+SPIRV_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64"
+BUNDLE_PREFIX = "__CLANG_"  # what link.exe leaves of both names
+TGTIMG = ".tgtimg"
+AR_MAGIC = b"!<arch>\n"
+ELF_MAGIC = b"\x7fELF"
+SPIRV_MAGIC = b"\x03\x02\x23\x07"
+CTNI_MAGIC = b"CTNI"
+EM_INTELGT = 205
+#: ocloc's OpenCL ELF container (ET_OPENCL_SOURCE .. ET_OPENCL_DEBUG), which wraps patch tokens.
+ET_OPENCL = range(0xFF01, 0xFF06)
+OPENCL_DEVICE_BINARY = "Intel(R) OpenCL Device Binary"
+NOTE_OWNER = "IntelGT"
+NT_PRODUCT_FAMILY, NT_GFX_CORE, NT_TARGET_METADATA, NT_PRODUCT_CONFIG = 1, 2, 3, 6
+#: Caps that turn a malformed file into an error instead of a hang.
+MAX_SECTIONS = 1 << 16
+MAX_IMAGES = 1 << 20
+MAX_AR_MEMBERS = 1 << 16
+MAX_NOTES = 1024
+SIGNATURES_SCHEMA = 1
+_GEN_ENTRY_RE = re.compile(r"^(?:32|64)\.(\d+\.\d+\.\d+)$")
+
+
+# --- results -------------------------------------------------------------------------------
+
+@dataclass
+class Image:
+    """One device binary found in the file."""
+
+    kind: str  # "native" | "spirv"
+    format: str  # "zebin" | "patchtokens" | "spirv" | "unknown"
+    offset: int
+    size: int
+    generation: str | None = None  # exact, when the entry name or the product-config note says it
+    candidates: tuple[str, ...] = ()  # generations whose signature matches (runs natively on each)
+    how: str = ""
+
+    @property
+    def generations(self) -> tuple[str, ...]:
+        return (self.generation,) if self.generation else self.candidates
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "format": self.format, "offset": self.offset, "size": self.size,
+                "generation": self.generation, "candidates": list(self.candidates), "how": self.how}
+
+
+@dataclass
+class ScanResult:
+    path: str
+    format: str  # "elf" | "pe" | "ar" | "zebin" | "spirv" | "patchtokens"
+    generations: list[str]
+    generic_ir: bool
+    images: int  # top-level embedded images (.tgtimg entries, or blobs found in sections / by pattern)
+    bytes_per_generation: dict[str, int]
+    native_images: int = 0  # per-generation native binaries (fat-binary entries counted one by one)
+    spirv_images: int = 0  # SPIR-V modules: JIT images and generic_ir entries
+    found_by: str = ""  # "tgtimg" | "sections" | "byte-pattern" | "file"
+    sections: list[str] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)  # native images whose generation is unknown
+    details: list[Image] = field(default_factory=list)
+
+    def to_json(self, details: bool = False) -> dict:
+        out = {"path": self.path, "format": self.format, "generations": self.generations,
+               "generic_ir": self.generic_ir, "images": self.images,
+               "bytes_per_generation": self.bytes_per_generation, "native_images": self.native_images,
+               "spirv_images": self.spirv_images, "found_by": self.found_by, "sections": self.sections,
+               "unresolved": self.unresolved}
+        if details:
+            out["details"] = [i.to_json() for i in self.details]
+        return out
+
+
+# --- signatures: what the local ocloc writes for each generation ------------------------------
+
+@dataclass
+class Signatures:
+    """(product family, revision) -> generations for zebins; (core, stepping) for patch tokens."""
+
+    ocloc_version: str
+    zebin: dict[tuple[int, int], list[str]]
+    patchtokens: dict[tuple[int, int], list[str]]
+
+    def to_json(self) -> dict:
+        return {"schema": SIGNATURES_SCHEMA, "ocloc": self.ocloc_version,
+                "zebin": [[f, r, g] for (f, r), g in sorted(self.zebin.items())],
+                "patchtokens": [[c, s, g] for (c, s), g in sorted(self.patchtokens.items())]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Signatures:
+        if d.get("schema") != SIGNATURES_SCHEMA:
+            raise ValueError("schema")
+        return cls(str(d["ocloc"]), {(int(f), int(r)): list(g) for f, r, g in d["zebin"]},
+                   {(int(c), int(s)): list(g) for c, s, g in d["patchtokens"]})
+
+
+_SIGNATURE_KERNEL = "kernel void k(global int *a) { a[get_global_id(0)] = 1; }\n"
+
+
+def build_signatures(settings: Settings) -> Signatures:
+    """Compile one kernel for every generation the local ocloc knows (two calls: zebin and patch tokens)."""
+    from ipex_aot.ocloc import find_ocloc
+
+    ocloc = find_ocloc(settings)
+    gens: set[str] = set()
+    for name in ocloc.acronyms():
+        gens.update(ocloc.ids(name))
+    if not gens:
+        raise ToolchainError(f"{ocloc.path} lists no generations (`ocloc ids`); cannot map device binaries")
+    devices = ",".join(sorted(gens, key=_gen_key))
+    tables: dict[str, dict[tuple[int, int], list[str]]] = {"zebin": {}, "patchtokens": {}}
+    with tempfile.TemporaryDirectory(prefix="ipex-aot-signatures-") as tmp:
+        work = Path(tmp)
+        (work / "k.cl").write_text(_SIGNATURE_KERNEL)
+        for fmt in tables:
+            proc = ocloc.run(["compile", "-file", "k.cl", "-device", devices, "--format", fmt, "-exclude_ir",
+                              "-q", "-output", fmt, "-output_no_suffix"], cwd=work, timeout=600)
+            out = work / fmt
+            if proc.returncode != 0 or not out.is_file():
+                raise ToolchainError(f"ocloc could not compile the signature kernel ({fmt}): "
+                                     f"{(proc.stdout + proc.stderr).strip()[-300:]}")
+            data = out.read_bytes()
+            for name, off, size in _ar_members(memoryview(data), 0, len(data), str(out)):
+                m = _GEN_ENTRY_RE.match(name)
+                if not m:
+                    continue
+                sig = _signature(memoryview(data)[off:off + size])
+                if sig and sig[0] == fmt:
+                    tables[fmt].setdefault(sig[1], []).append(m.group(1))
+    return Signatures(ocloc.version, tables["zebin"], tables["patchtokens"])
+
+
+def load_signatures(settings: Settings) -> Signatures:
+    """:func:`build_signatures`, cached in ``settings.cache_dir`` per ocloc version."""
+    from ipex_aot.fsutil import read_json, write_json
+    from ipex_aot.ocloc import find_ocloc
+
+    ocloc = find_ocloc(settings)
+    cache = settings.cache_dir / "scan" / f"signatures-{re.sub(r'[^0-9A-Za-z_.-]', '_', ocloc.version)}.json"
+    try:
+        return Signatures.from_json(read_json(cache))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    sigs = build_signatures(settings)
+    write_json(cache, sigs.to_json())
+    return sigs
+
+
+def _gen_key(g: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in g.split("."))
+
+
+# --- low-level readers ---------------------------------------------------------------------
+
+class _Buf:
+    """Bounds-checked little-endian reads over a memoryview, errors naming the file."""
+
+    def __init__(self, view: memoryview, path: str) -> None:
+        self.v = view
+        self.n = len(view)
+        self.path = path
+
+    def need(self, off: int, size: int, what: str) -> None:
+        if off < 0 or size < 0 or off + size > self.n:
+            raise ScanError(f"{self.path}: truncated or malformed: {what} at offset {off:#x} (+{size}) "
+                            f"is past the end of the file ({self.n} bytes)")
+
+    def unpack(self, fmt: str, off: int, what: str) -> tuple[Any, ...]:
+        self.need(off, struct.calcsize(fmt), what)
+        return struct.unpack_from(fmt, self.v, off)
+
+    def cstr(self, off: int, limit: int, what: str) -> str:
+        self.need(off, 0, what)
+        end = min(self.n, off + limit)
+        raw = bytes(self.v[off:end])
+        nul = raw.find(b"\0")
+        return (raw if nul < 0 else raw[:nul]).decode("utf-8", "replace")
+
+
+@dataclass
+class _Section:
+    name: str
+    addr: int  # virtual address (ELF sh_addr; PE image base + RVA)
+    offset: int  # file offset, -1 when the section has no file data
+    size: int  # bytes of file data
+    rva: int = -1
+
+
+def _elf_sections(b: _Buf) -> list[_Section]:
+    ident = bytes(b.v[:6]) if b.n >= 6 else b""
+    if ident[4:5] != b"\x02" or ident[5:6] != b"\x01":
+        raise ScanError(f"{b.path}: an ELF file but not 64-bit little-endian; only ELF64 LE libraries are supported")
+    shoff, = b.unpack("<Q", 0x28, "ELF header")
+    shentsize, shnum, shstrndx = b.unpack("<HHH", 0x3A, "ELF header")
+    if shoff == 0:
+        return []
+    if shentsize != 64:
+        raise ScanError(f"{b.path}: malformed ELF: section header size {shentsize}, expected 64")
+    if shnum == 0 or shstrndx == 0xFFFF:  # extended numbering lives in section 0
+        _n, _t, _f, _a, _o, size0, link0 = b.unpack("<IIQQQQI", shoff, "ELF section 0")
+        shnum = shnum or size0
+        shstrndx = link0 if shstrndx == 0xFFFF else shstrndx
+    if shnum > MAX_SECTIONS:
+        raise ScanError(f"{b.path}: malformed ELF: {shnum} sections")
+    b.need(shoff, shnum * 64, "ELF section headers")
+    heads = [struct.unpack_from("<IIQQQQ", b.v, shoff + 64 * i) for i in range(shnum)]
+    if shstrndx >= shnum:
+        raise ScanError(f"{b.path}: malformed ELF: section-name table index {shstrndx} of {shnum}")
+    str_off, str_size = heads[shstrndx][4], heads[shstrndx][5]
+    b.need(str_off, str_size, "ELF section-name table")
+    out = []
+    for name_off, sh_type, _flags, addr, off, size in heads:
+        name = b.cstr(str_off + name_off, max(0, str_size - name_off), "section name") if name_off < str_size else ""
+        has_data = sh_type != 8 and sh_type != 0  # SHT_NOBITS, SHT_NULL
+        if has_data:
+            b.need(off, size, f"section {name}")
+        out.append(_Section(name, addr, off if has_data else -1, size if has_data else 0))
+    return out
+
+
+def _pe_sections(b: _Buf) -> list[_Section]:
+    lfanew, = b.unpack("<I", 0x3C, "DOS header")
+    sig = bytes(b.v[lfanew:lfanew + 4]) if lfanew + 4 <= b.n else b""
+    if sig != b"PE\0\0":
+        raise ScanError(f"{b.path}: an MZ file without a PE header at {lfanew:#x}; not a Windows DLL")
+    _machine, nsec, _ts, symptr, nsyms, optsize, _ch = b.unpack("<HHIIIHH", lfanew + 4, "COFF header")
+    opt = lfanew + 24
+    magic, = b.unpack("<H", opt, "optional header")
+    if magic == 0x20B:
+        image_base, = b.unpack("<Q", opt + 24, "optional header")
+    elif magic == 0x10B:
+        image_base, = b.unpack("<I", opt + 28, "optional header")
+    else:
+        image_base = 0
+    table = opt + optsize
+    b.need(table, 40 * nsec, "PE section table")
+    strtab = symptr + 18 * nsyms if symptr else -1
+    out = []
+    for i in range(nsec):
+        raw_name, vsize, va, rawsize, rawptr = struct.unpack_from("<8sIIII", b.v, table + 40 * i)
+        name = raw_name.rstrip(b"\0").decode("utf-8", "replace")
+        if name.startswith("/") and name[1:].isdigit() and strtab >= 0:
+            name = b.cstr(strtab + int(name[1:]), 1024, "COFF string table")
+        size = min(vsize, rawsize) if vsize else rawsize
+        if rawptr and size:
+            b.need(rawptr, size, f"section {name}")
+            out.append(_Section(name, image_base + va, rawptr, size, va))
+        else:
+            out.append(_Section(name, image_base + va, -1, 0, va))
+    return out
+
+
+def _ar_members(v: memoryview, start: int, end: int, path: str, *,
+                strict: bool = True) -> Iterator[tuple[str, int, int]]:
+    """(name, data offset, size) of each member of the GNU/BSD ar archive at v[start:end].
+
+    Not STRICT: the archive's length is unknown (images packed back to back
+    in a section), so the first thing that is not a member header ends it.
+    """
+    pos = start + 8
+    longnames = b""
+    for _ in range(MAX_AR_MEMBERS):
+        if pos + 60 > end:
+            if strict and pos < end and any(bytes(v[pos:end])):
+                raise ScanError(f"{path}: truncated fat binary: member header at offset {pos:#x} is cut off")
+            return
+        head = bytes(v[pos:pos + 60])
+        if head[58:60] != b"`\n":
+            if not any(head) or not strict:  # zero padding after the last member, or the next image
+                return
+            raise ScanError(f"{path}: malformed fat binary: bad member header at offset {pos:#x}")
+        raw = head[:16].decode("ascii", "replace").rstrip()
+        try:
+            size = int(head[48:58].decode("ascii").strip() or "0")
+        except ValueError:
+            raise ScanError(f"{path}: malformed fat binary: bad member size at offset {pos:#x}") from None
+        data = pos + 60
+        if size < 0 or data + size > end:
+            raise ScanError(f"{path}: truncated fat binary: member {raw!r} at offset {pos:#x} needs {size} bytes, "
+                            f"{max(0, end - data)} left")
+        if raw.startswith("#1/") and raw[3:].isdigit():  # BSD: name stored before the data
+            n = int(raw[3:])
+            if n > size:
+                raise ScanError(f"{path}: malformed fat binary: member name longer than the member at {pos:#x}")
+            name = bytes(v[data:data + n]).rstrip(b"\0").decode("utf-8", "replace")
+            data, size = data + n, size - n
+        elif raw == "//":
+            longnames = bytes(v[data:data + size])
+            name = ""
+        elif raw in ("/", "/SYM64/"):
+            name = ""
+        elif raw.startswith("/") and raw[1:].isdigit():
+            idx = int(raw[1:])
+            if idx >= len(longnames):
+                raise ScanError(f"{path}: malformed fat binary: long name /{idx} outside the name table")
+            stop = longnames.find(b"/\n", idx)
+            name = longnames[idx:stop if stop >= 0 else None].decode("utf-8", "replace")
+        else:
+            name = raw[:-1] if raw.endswith("/") else raw
+        if name:
+            yield name, data, size
+        pos = data + size + ((data + size) & 1)
+    raise ScanError(f"{path}: malformed fat binary: more than {MAX_AR_MEMBERS} members")
+
+
+def _elf_notes(v: memoryview, start: int, size: int) -> Iterator[tuple[str, int, bytes]]:
+    pos, end = start, start + size
+    for _ in range(MAX_NOTES):
+        if pos + 12 > end:
+            return
+        namesz, descsz, ntype = struct.unpack_from("<III", v, pos)
+        pos += 12
+        if namesz > end - pos:
+            return
+        name = bytes(v[pos:pos + namesz]).rstrip(b"\0").decode("utf-8", "replace")
+        pos += (namesz + 3) & ~3
+        if descsz > end - pos:
+            return
+        yield name, ntype, bytes(v[pos:pos + descsz])
+        pos += (descsz + 3) & ~3
+
+
+def _device_elf(v: memoryview) -> tuple[int, list[tuple[str, int, int, int]]] | None:
+    """(file size implied by the headers, [(name, type, offset, size)]) of a device ELF; None if not one."""
+    n = len(v)
+    if n < 64 or bytes(v[:4]) != ELF_MAGIC or v[4] != 2 or v[5] != 1:
+        return None
+    shoff, = struct.unpack_from("<Q", v, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", v, 0x3A)
+    if shentsize != 64 or shnum > MAX_SECTIONS or shoff + shnum * 64 > n or (shnum and shstrndx >= shnum):
+        return None
+    heads = [struct.unpack_from("<IIQQQQ", v, shoff + 64 * i) for i in range(shnum)]
+    end = max(64, shoff + shnum * 64)
+    str_off, str_size = (heads[shstrndx][4], heads[shstrndx][5]) if shnum else (0, 0)
+    if str_off + str_size > n:
+        return None
+    out = []
+    for name_off, sh_type, _f, _a, off, size in heads:
+        if sh_type in (0, 8):
+            continue
+        if off + size > n:
+            return None
+        end = max(end, off + size)
+        raw = bytes(v[str_off + name_off:str_off + min(str_size, name_off + 256)]) if name_off < str_size else b""
+        out.append((raw.split(b"\0", 1)[0].decode("utf-8", "replace"), sh_type, off, size))
+    return end, out
+
+
+def _signature(v: memoryview) -> tuple[str, tuple[int, int]] | None:
+    """("zebin", (product family, revision)) or ("patchtokens", (core, stepping)) of one native binary."""
+    info = _native_info(v)
+    if info is None:
+        return None
+    fmt, _size, _ip, sig = info
+    return (fmt, sig) if sig else None
+
+
+def _native_info(v: memoryview) -> tuple[str, int, str | None, tuple[int, int] | None] | None:
+    """(format, size, exact IP version or None, signature) of the native binary at the start of V."""
+    head = bytes(v[:4])
+    if head == CTNI_MAGIC:
+        if len(v) < 28:
+            return None
+        _m, _ver, core, _ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, 0)
+        return "patchtokens", len(v), None, (core, stepping)
+    if head != ELF_MAGIC or len(v) < 64:
+        return None
+    e_type, e_machine = struct.unpack_from("<HH", v, 16)
+    elf = _device_elf(v)
+    if elf is None:
+        return None
+    size, secs = elf
+    if e_machine == EM_INTELGT:
+        family = revision = None
+        ip = None
+        for name, _t, off, sz in secs:
+            if name != ".note.intelgt.compat":
+                continue
+            for owner, ntype, desc in _elf_notes(v, off, sz):
+                if owner != NOTE_OWNER or len(desc) < 4:
+                    continue
+                value, = struct.unpack_from("<I", desc)
+                if ntype == NT_PRODUCT_FAMILY:
+                    family = value
+                elif ntype == NT_TARGET_METADATA:
+                    revision = (value >> 8) & 0x1F  # minHwRevisionId
+                elif ntype == NT_PRODUCT_CONFIG and value:
+                    ip = f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
+        sig = (family, revision) if family is not None and revision is not None else None
+        return "zebin", size, ip, sig
+    if e_type in ET_OPENCL:
+        for name, _t, off, sz in secs:
+            if name == OPENCL_DEVICE_BINARY and sz >= 28 and bytes(v[off:off + 4]) == CTNI_MAGIC:
+                _m, _ver, core, _ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, off)
+                return "patchtokens", size, None, (core, stepping)
+        return "patchtokens", size, None, None
+    return None
+
+
+# --- the scanner ---------------------------------------------------------------------------
+
+class _Scanner:
+    def __init__(self, path: str, view: memoryview, signatures: Callable[[], Signatures | None]) -> None:
+        self.path = path
+        self.b = _Buf(view, path)
+        self.v = view
+        self.images: list[Image] = []
+        self.top = 0
+        self.generic_ir = False
+        self._signatures = signatures
+        self._sigs: Signatures | None = None
+        self._sigs_tried = False
+
+    def sigs(self) -> Signatures | None:
+        if not self._sigs_tried:
+            self._sigs_tried = True
+            self._sigs = self._signatures()
+        return self._sigs
+
+    # one top-level blob
+    def blob(self, off: int, size: int, hint: str) -> int:
+        """Record the images of the blob at OFF (SIZE bytes, or -1: up to the end of its region); returns its size."""
+        self.top += 1
+        if self.top > MAX_IMAGES:
+            raise ScanError(f"{self.path}: more than {MAX_IMAGES} embedded images; not a library this tool understands")
+        v = self.v[off:off + size] if size >= 0 else self.v[off:]
+        head = bytes(v[:8])
+        if head == AR_MAGIC:
+            return self.fat(off, len(v) if size >= 0 else -1)
+        if head[:4] == SPIRV_MAGIC:
+            self.images.append(Image("spirv", "spirv", off, len(v), how=hint))
+            return len(v)
+        return self.native(off, v, hint, None)
+
+    def fat(self, off: int, size: int) -> int:
+        end = off + size if size >= 0 else self.b.n
+        last = off + 8
+        for name, data, msize in _ar_members(self.v, off, end, self.path, strict=size >= 0):
+            last = data + msize
+            if name.startswith("pad_"):
+                continue
+            if name == "generic_ir":
+                self.generic_ir = True
+                self.images.append(Image("spirv", "spirv", data, msize, how="fat-binary entry generic_ir"))
+                continue
+            m = _GEN_ENTRY_RE.match(name)
+            self.native(data, self.v[data:data + msize], f"fat-binary entry {name}", m.group(1) if m else None)
+        return (last - off) if size < 0 else size
+
+    def native(self, off: int, v: memoryview, hint: str, named: str | None) -> int:
+        if named:
+            # The entry name is ocloc's own statement of the target; only peek at the format.
+            head = bytes(v[:4])
+            fmt = "zebin" if head == ELF_MAGIC and len(v) >= 20 and v[18] == EM_INTELGT and v[19] == 0 else (
+                "patchtokens" if head in (ELF_MAGIC, CTNI_MAGIC) else "unknown")
+            self.images.append(Image("native", fmt, off, len(v), generation=named, how=hint))
+            return len(v)
+        info = _native_info(v)
+        if info is None:
+            self.images.append(Image("native", "unknown", off, len(v), how=f"{hint}: not a device binary ocloc writes"))
+            return len(v)
+        fmt, size, ip, sig = info
+        if ip:
+            self.images.append(Image("native", fmt, off, size, generation=ip, how=f"{hint}: product-config note"))
+            return size
+        cands: tuple[str, ...] = ()
+        what = (f"product family {sig[0]}, revision {sig[1]}" if fmt == "zebin" else
+                f"GFX core {sig[0]:#x}, stepping {sig[1]}") if sig else "no target information"
+        how = f"{hint}: {what}"
+        if sig:
+            sigs = self.sigs()
+            if sigs is None:
+                how += " (no ocloc here to map it to a generation)"
+            else:
+                table = sigs.zebin if fmt == "zebin" else sigs.patchtokens
+                cands = tuple(table.get(sig, ()))
+                how += f" = ocloc {sigs.ocloc_version} signature of {', '.join(cands) or 'no generation'}"
+        gen = cands[0] if len(cands) == 1 else None
+        self.images.append(Image("native", fmt, off, size, generation=gen, candidates=() if gen else cands, how=how))
+        return size
+
+    # ways to find blobs
+    def from_table(self, table: _Section, sections: list[_Section]) -> bool:
+        if table.offset < 0 or table.size < 16:
+            return False
+        entries = [struct.unpack_from("<QQ", self.v, table.offset + i) for i in range(0, table.size - 15, 16)]
+        if not entries or all(a == 0 for a, _ in entries):
+            return False  # relocations not applied in the file: fall back to the sections
+        spans = sorted(((x.addr, x) for x in sections if x.offset >= 0 and x.size), key=lambda t: t[0])
+        spans_rva = sorted(((x.rva, x) for x in sections if x.offset >= 0 and x.size and x.rva >= 0),
+                           key=lambda t: t[0])
+        for i, (addr, size) in enumerate(entries):
+            sec = _containing(spans, addr, size) or _containing(spans_rva, addr, size)
+            if sec is None:
+                raise ScanError(f"{self.path}: .tgtimg entry {i} points to {addr:#x}+{size} outside the file's "
+                                "sections; the library is truncated or malformed")
+            start_addr = sec.addr if sec.addr <= addr < sec.addr + sec.size else sec.rva
+            self.blob(sec.offset + (addr - start_addr), size, f".tgtimg entry {i}")
+        return True
+
+    def walk(self, start: int, end: int, hint: str, require: bool) -> None:
+        """Images laid out one after another in [start, end): parse, skip, find the next magic."""
+        finder = _MagicFinder(self.v, start, end)
+        pos = start
+        found = 0
+        while pos < end:
+            nxt = finder.next(pos)
+            if nxt is None:
+                break
+            pos = nxt
+            stop = finder.next(pos + 1)
+            if bytes(self.v[pos:pos + 4]) in (SPIRV_MAGIC, CTNI_MAGIC):
+                # Neither SPIR-V nor a raw patch-token program has a length field:
+                # it runs to the next image or the end of the region.
+                used = self.blob(pos, (stop if stop is not None else end) - pos, hint)
+            else:
+                used = self.blob(pos, -1 if bytes(self.v[pos:pos + 8]) == AR_MAGIC else (end - pos), hint)
+                if bytes(self.v[pos:pos + 8]) == AR_MAGIC and pos + used > end:
+                    raise ScanError(f"{self.path}: fat binary at offset {pos:#x} runs past its section")
+            found += 1
+            pos += max(used, 1)
+        if require and not found:
+            raise ScanError(f"{self.path}: {hint} holds no device image ocloc writes")
+
+
+def _containing(spans: list[tuple[int, _Section]], addr: int, size: int) -> _Section | None:
+    import bisect
+
+    i = bisect.bisect_right([a for a, _ in spans], addr) - 1
+    if i >= 0:
+        base, sec = spans[i]
+        if base <= addr and addr + size <= base + sec.size:
+            return sec
+    return None
+
+
+class _MagicFinder:
+    """Next offset of a plausible image header, remembering each pattern's next hit so
+    absent patterns are searched once, not once per image."""
+
+    def __init__(self, v: memoryview, start: int, end: int) -> None:
+        # mmap.find / bytes.find search in C; offsets are those of V, which starts at the file's start.
+        self.obj = v.obj if isinstance(v.obj, mmap.mmap | bytes) and len(v.obj) == len(v) else bytes(v)
+        self.end = end
+        self.v = v
+        self.cache: dict[bytes, int] = {}
+
+    def _find(self, pat: bytes, pos: int) -> int:
+        hit = self.cache.get(pat, -2)
+        if hit == -1 or hit >= pos:
+            return hit
+        while True:
+            hit = self.obj.find(pat, pos, self.end)
+            if hit < 0 or self._plausible(pat, hit):
+                break
+            pos = hit + 1
+        self.cache[pat] = hit
+        return hit
+
+    def _plausible(self, pat: bytes, at: int) -> bool:
+        v = self.v
+        if pat == SPIRV_MAGIC:
+            if at % 4 or at + 20 > self.end:
+                return False
+            version, _gen, bound, schema = struct.unpack_from("<IIII", v, at + 4)
+            return 0x10000 <= version <= 0x10600 and not version & 0xFF0000FF and 0 < bound < (1 << 24) and schema == 0
+        if pat == ELF_MAGIC:
+            if at + 64 > self.end or v[at + 4] != 2 or v[at + 5] != 1:
+                return False
+            e_type, e_machine = struct.unpack_from("<HH", v, at + 16)
+            return e_machine == EM_INTELGT or (e_type in ET_OPENCL and e_machine == 0)
+        if pat == AR_MAGIC:
+            return at + 68 <= self.end and bytes(v[at + 66:at + 68]) == b"`\n"
+        if pat == CTNI_MAGIC:
+            if at + 28 > self.end:
+                return False
+            _m, version, _core, ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, at)
+            return ptr in (4, 8) and version < 10000 and stepping < 64
+        return True
+
+    def next(self, pos: int) -> int | None:
+        hits = [h for h in (self._find(p, pos) for p in (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)) if h >= 0]
+        return min(hits) if hits else None
+
+
+def _open(path: Path) -> tuple[Any, memoryview]:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ScanError(f"{path}: cannot open: {e.strerror or e}") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ScanError(f"{path}: empty file; not a library")
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        f.close()
+        raise ScanError(f"{path}: cannot map: {e.strerror or e}") from None
+    except BaseException:
+        f.close()
+        raise
+    f.close()  # the mapping keeps its own reference
+    return m, memoryview(m)
+
+
+def scan_file(path: str | Path, *, settings: Settings | None = None,
+              signatures: Signatures | None = None) -> ScanResult:
+    """List the device images PATH embeds; ScanError on unreadable, truncated or malformed input.
+
+    ``signatures`` (or, lazily, :func:`load_signatures` with ``settings``)
+    map zebins without a product-config note and patch-token binaries to
+    generations; without ocloc those images stay in ``unresolved``.
+    """
+    path = Path(path)
+
+    def sigs() -> Signatures | None:
+        if signatures is not None:
+            return signatures
+        try:
+            return load_signatures(settings or Settings.from_env())
+        except IpexAotError:
+            return None
+
+    mm, view = _open(path)
+    try:
+        return _scan(str(path), view, sigs)
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
+        raise ScanError(f"{path}: malformed file: {e}") from None
+    finally:
+        # Slices still held by a propagating traceback keep the map alive; the GC closes it then.
+        with contextlib.suppress(BufferError):
+            view.release()
+            mm.close()
+
+
+def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None]) -> ScanResult:
+    s = _Scanner(path, v, sigs)
+    head = bytes(v[:8])
+    names: list[str] = []
+    found_by = "file"
+    if head == AR_MAGIC:
+        fmt = "ar"
+        s.top = 1
+        s.fat(0, len(v))
+    elif head[:4] == SPIRV_MAGIC:
+        fmt = "spirv"
+        s.blob(0, len(v), "file")
+    elif head[:4] == CTNI_MAGIC:
+        fmt = "patchtokens"
+        s.blob(0, len(v), "file")
+    elif head[:4] == ELF_MAGIC and len(v) >= 20 and (v[18] == EM_INTELGT or
+                                                     struct.unpack_from("<H", v, 16)[0] in ET_OPENCL):
+        s.blob(0, len(v), "file")
+        fmt = s.images[0].format if s.images else "zebin"
+        if s.images and s.images[0].format == "unknown":
+            raise ScanError(f"{path}: a device ELF whose headers are truncated or malformed")
+    elif head[:4] == ELF_MAGIC or head[:2] == b"MZ":
+        fmt = "elf" if head[:4] == ELF_MAGIC else "pe"
+        sections = _elf_sections(s.b) if fmt == "elf" else _pe_sections(s.b)
+        names = [x.name for x in sections]
+        bundles = [x for x in sections if x.name.startswith(BUNDLE_PREFIX) and x.offset >= 0]
+        table = next((x for x in sections if x.name == TGTIMG), None)
+        if table is not None and s.from_table(table, sections):
+            found_by = "tgtimg"
+        elif bundles:
+            found_by = "sections"
+            for sec in bundles:
+                s.walk(sec.offset, sec.offset + sec.size, f"section {sec.name}", require=False)
+        else:
+            found_by = "byte-pattern"
+            s.walk(0, len(v), "byte pattern", require=False)
+    else:
+        raise ScanError(f"{path}: not a PE DLL, an ELF library, an ocloc fat binary, a zebin or SPIR-V "
+                        f"(starts with {head[:4].hex()})")
+    return _result(path, fmt, s, found_by, names)
+
+
+def _result(path: str, fmt: str, s: _Scanner, found_by: str, names: list[str]) -> ScanResult:
+    per_gen: dict[str, int] = {}
+    unresolved = []
+    native = spirv = 0
+    for img in s.images:
+        if img.kind == "spirv":
+            spirv += 1
+            continue
+        native += 1
+        if not img.generations:
+            unresolved.append(f"{img.format} image at offset {img.offset:#x} ({img.size} bytes): {img.how}")
+        for g in img.generations:
+            per_gen[g] = per_gen.get(g, 0) + img.size
+    gens = sorted(per_gen, key=_gen_key)
+    bundle_names = [n for n in names if n.startswith(BUNDLE_PREFIX) or n == TGTIMG]
+    return ScanResult(path=path, format=fmt, generations=gens, generic_ir=s.generic_ir, images=s.top,
+                      bytes_per_generation={g: per_gen[g] for g in gens}, native_images=native,
+                      spirv_images=spirv, found_by=found_by, sections=bundle_names, unresolved=unresolved,
+                      details=s.images)
+
+
+def require_generation(path: str | Path, generation: str, *, settings: Settings | None = None,
+                       signatures: Signatures | None = None) -> ScanResult:
+    """ScanError unless PATH holds a native image that runs on GENERATION."""
+    result = scan_file(path, settings=settings, signatures=signatures)
+    if generation in result.generations:
+        return result
+    held = ", ".join(result.generations) or "no native image"
+    extra = f"; {len(result.unresolved)} image(s) not mapped: {result.unresolved[0]}" if result.unresolved else ""
+    raise ScanError(f"{path}: does not hold generation {generation} natively (holds {held}){extra}; "
+                    "rebuild this generation")
+
+
+# --- verify --------------------------------------------------------------------------------
+
+def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanResult]]:
+    """Every built generation of RECIPE under the dist folder must hold its own generation."""
+    from ipex_aot.fsutil import read_json
+
+    stem = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+    root = settings.dist_dir / stem
+    records = sorted(root.glob("*/build.json"))
+    if not records:
+        raise ScanError(f"{root}: no built generation (no */build.json); run `ipex-aot build {stem}` first")
+    checked = []
+    for record_path in records:
+        folder = record_path.parent
+        try:
+            record = read_json(record_path)
+            name = record["artifact"]["name"]
+            generation = record["generation"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ScanError(f"{record_path}: unreadable build record; rebuild generation {folder.name}") from None
+        if generation != folder.name:
+            raise ScanError(f"{record_path}: records generation {generation} but sits in folder {folder.name}")
+        lib = folder / str(name)
+        checked.append((folder.name, str(lib), require_generation(lib, generation, settings=settings)))
+    return checked
+
+
+def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, ScanResult]]:
+    """Every folder of a packed archive: its file matches the manifest and holds its own generation."""
+    from ipex_aot import install
+    from ipex_aot.fsutil import sha256_file
+
+    manifest = install.read_manifest(archive)
+    checked = []
+    for folder, entry in sorted(manifest["folders"].items(), key=lambda kv: _gen_key(kv[0])):
+        with tempfile.TemporaryDirectory(prefix="ipex-aot-verify-") as tmp:
+            lib = install.extract_member(archive, entry["file"], Path(tmp), settings)
+            digest = sha256_file(lib)
+            if digest != entry.get("sha256"):
+                raise ScanError(f"{archive}: folder {folder}: {entry['file']} has sha256 {digest}, manifest says "
+                                f"{entry.get('sha256')}; the archive is corrupt or was changed")
+            result = require_generation(lib, entry.get("generation", folder), settings=settings)
+            result.path = f"{archive}:{entry['file']}"
+            checked.append((folder, result.path, result))
+    return checked
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    p = sub.add_parser("scan", help="list the SYCL device images a DLL / shared object holds")
+    p.add_argument("file", help="a library (.dll/.so), an ocloc fat binary, a zebin or SPIR-V")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.add_argument("--details", action="store_true", help="with --json: one record per image")
+    p.set_defaults(func=_cmd_scan)
+    v = sub.add_parser("verify", help="check that every folder of a build or archive holds its own generation")
+    v.add_argument("target", help="a recipe name or recipes/X.yaml (checks dist/<recipe>/*), or a .7z archive")
+    v.add_argument("--json", action="store_true", help="print JSON on stdout")
+    v.set_defaults(func=_cmd_verify)
+
+
+def _cmd_scan(args, settings: Settings) -> int:  # noqa: ANN001
+    result = scan_file(args.file, settings=settings)
+    if args.json:
+        print(json.dumps(result.to_json(details=args.details), indent=2))
+        return 0
+    print(f"{result.path}: {result.format}, {result.images} embedded image(s) found by {result.found_by}")
+    for g in result.generations:
+        print(f"  {g:<10} {result.bytes_per_generation[g]:>14,} bytes native")
+    print(f"  SPIR-V modules: {result.spirv_images}; generic_ir in fat binaries: {'yes' if result.generic_ir else 'no'}")
+    for u in result.unresolved[:10]:
+        print(f"  unresolved: {u}")
+    if len(result.unresolved) > 10:
+        print(f"  … {len(result.unresolved) - 10} more unresolved")
+    if not result.generations:
+        print("  no native (AOT) image: this library is JIT-only")
+    return 0
+
+
+def _cmd_verify(args, settings: Settings) -> int:  # noqa: ANN001
+    target = str(args.target)
+    checked = (verify_archive(Path(target), settings) if target.endswith(".7z")
+               else verify_dist(target, settings))
+    if args.json:
+        print(json.dumps([{"folder": f, "file": p, "generations": r.generations} for f, p, r in checked], indent=2))
+    else:
+        for folder, lib, r in checked:
+            print(f"ok {folder}: {lib} holds {', '.join(r.generations)}")
+    print(f"verified {len(checked)} folder(s)", file=sys.stderr)
+    return 0
