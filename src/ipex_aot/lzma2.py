@@ -30,9 +30,10 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ipex_aot.errors import ArchiveError, ToolchainError
@@ -233,6 +234,8 @@ class Source:
             raise ArchiveError("input files changed size while packing; rerun pack")
 
 
+#: Pieces are never cut smaller than this.
+MIN_PIECE = 64 << 10
 #: Cost of digesting one preset byte relative to encoding one new byte (hc4, measured ~1/25).
 PRIME_COST = 0.04
 #: Cost of encoding a byte that repeats earlier data (long matches), relative to a new one.
@@ -269,7 +272,7 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
     reproducible.
     """
     costs = costs or CostMap.uniform(total)
-    pieces = max(1, min(pieces, total // (1 << 20) or 1))
+    pieces = max(1, min(pieces, total // MIN_PIECE or 1))
     if pieces == 1:
         return [(0, total)]
     step = ALIGN * max(1, costs.block // ALIGN // 64)
@@ -419,6 +422,7 @@ class EncodeResult:
     packed_size: int
     unpacked_size: int
     pieces: list[tuple[int, int]]
+    seconds: list[float] = field(default_factory=list)  # per piece, preset included
 
 
 def encode_parallel(
@@ -446,11 +450,15 @@ def encode_parallel(
             with lock:
                 progress(n)
 
+    seconds = [0.0] * len(bounds)
+
     def run(i: int) -> Path:
         start, end = bounds[i]
         part = out_path.with_name(f"{out_path.name}.piece{i}")
+        began = time.monotonic()
         with open(part, "wb") as f:
             encode_piece(source, start, end, options, f.write, tick, last=i == len(bounds) - 1)
+        seconds[i] = time.monotonic() - began
         return part
 
     parts: list[Path] = []
@@ -471,7 +479,7 @@ def encode_parallel(
                 with open(part, "rb") as f:
                     while chunk := f.read(_IO_CHUNK):
                         out.write(chunk)
-        return EncodeResult(out_path.stat().st_size, source.size, bounds)
+        return EncodeResult(out_path.stat().st_size, source.size, bounds, seconds)
     finally:
         for i in range(len(bounds)):
             out_path.with_name(f"{out_path.name}.piece{i}").unlink(missing_ok=True)

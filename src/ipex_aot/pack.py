@@ -335,6 +335,9 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
             source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf), stream,
             workers=workers, costs=costs, progress=progress,
         )
+        if len(result.pieces) > 1:
+            log.info("pieces: " + ", ".join(f"{(b - a) / 1e6:.0f} MB in {t:.1f} s"
+                                             for (a, b), t in zip(result.pieces, result.seconds, strict=True)))
         small_packed, small_prop, small_entries = _small_folder(small)
         big = sevenz.Folder(result.packed_size, lzma2.dict_size_property(dict_size),
                             [sevenz.Entry(f.entry, size=f.size, crc32=f.crc32) for f in folders])

@@ -1,0 +1,135 @@
+"""The parallel LZMA2 encoder and the 7z writer, checked against independent decoders and encoders."""
+
+from __future__ import annotations
+
+import io
+import lzma
+import os
+import random
+import shutil
+import subprocess
+import zlib
+
+import py7zr
+import pytest
+from py7zr.archiveinfo import write_uint64
+
+from ipex_aot import lzma2, sevenz
+
+
+def _files(tmp_path, sizes=(600 << 10, 600 << 10, 400 << 10 | 5), seed=7):
+    """Files that share most of their bytes (like per-generation libraries) and differ in places."""
+    rng = random.Random(seed)
+    shared = rng.randbytes(max(sizes))
+    paths = []
+    for i, size in enumerate(sizes):
+        data = bytearray(shared[:size])
+        for _ in range(4):  # "device images": unique random stretches
+            at = rng.randrange(0, max(1, size - 8000))
+            data[at : at + 8000] = rng.randbytes(min(8000, size - at))
+        data[: 1000 + i] = b"\x00" * (1000 + i)  # misalign the files against 16-byte piece bounds
+        path = tmp_path / f"lib{i}.so"
+        path.write_bytes(bytes(data))
+        paths.append(path)
+    return paths
+
+
+def _decode(stream: bytes, dict_size: int) -> bytes:
+    return lzma.decompress(stream, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": dict_size}])
+
+
+@pytest.mark.parametrize("dict_size", [64 << 10, 1 << 20])
+@pytest.mark.parametrize("workers,pieces", [(1, 1), (2, 3), (3, 5)])
+def test_parallel_stream_decodes_to_input(tmp_path, dict_size, workers, pieces):
+    paths = _files(tmp_path)
+    source = lzma2.Source(paths)
+    out = tmp_path / "stream.lzma2"
+    result = lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=dict_size, preset=1), out,
+                                   workers=workers, pieces=pieces)
+    raw = b"".join(p.read_bytes() for p in paths)
+    assert result.unpacked_size == len(raw)
+    assert len(result.pieces) == pieces
+    assert [a for a, _ in result.pieces[1:]] == [b for _, b in result.pieces[:-1]]  # consecutive
+    assert _decode(out.read_bytes(), dict_size) == raw
+    assert not list(tmp_path.glob("stream.lzma2.piece*"))  # piece files are cleaned up
+
+
+def test_pieces_keep_cross_file_matches(tmp_path):
+    """A window spanning one file lets later files cost almost nothing, whether in one piece or several."""
+    paths = _files(tmp_path)
+    source = lzma2.Source(paths)
+    opts = lzma2.Lzma2Options(dict_size=1 << 20, preset=1)
+    one = lzma2.encode_parallel(source, opts, tmp_path / "one", workers=1, pieces=1)
+    three = lzma2.encode_parallel(source, opts, tmp_path / "three", workers=2, pieces=3)
+    first = paths[0].stat().st_size
+    assert one.packed_size < first * 1.2  # random data: only the repeats make this possible
+    assert three.packed_size < one.packed_size * 1.01
+    small = lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=256 << 10, preset=1), tmp_path / "s", workers=1)
+    assert small.packed_size > 2 * first  # a window shorter than a file loses the repeats
+
+
+def test_cost_split_is_deterministic_and_balanced(tmp_path):
+    paths = _files(tmp_path)
+    costs = lzma2.estimate_costs(paths)
+    assert costs == lzma2.estimate_costs(paths)
+    total = sum(p.stat().st_size for p in paths)
+    bounds = lzma2.split_pieces(total, 2, 1 << 20, costs)
+    assert bounds[0][0] == 0 and bounds[-1][1] == total and all(a % 16 == 0 for a, _ in bounds)
+    # The first file is all new data, the others mostly repeat it: the first piece must be the short one.
+    assert bounds[0][1] - bounds[0][0] < total / 2
+
+
+def test_dict_size_property_matches_liblzma():
+    for size in [4096, 65536, 1 << 20, (1 << 20) + 1, 3 << 20, 12345678, 1 << 30, 1536 << 20]:
+        props = lzma._encode_filter_properties({"id": lzma.FILTER_LZMA2, "dict_size": size})
+        assert lzma2.dict_size_property(size) == props[0]
+        assert lzma2.dict_size_from_property(props[0]) >= size
+
+
+def test_numbers_match_py7zr_encoding():
+    for value in [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 1 << 21, 1 << 28, 1 << 35, 1 << 49, 1 << 56, 2**64 - 1]:
+        buf = io.BytesIO()
+        write_uint64(buf, value)
+        assert sevenz.number(value) == buf.getvalue(), value
+
+
+def test_hand_written_7z_opens_everywhere(tmp_path):
+    paths = _files(tmp_path)
+    out = tmp_path / "s.lzma2"
+    result = lzma2.encode_parallel(lzma2.Source(paths), lzma2.Lzma2Options(dict_size=1 << 20, preset=1), out,
+                                   workers=2, pieces=2)
+    small = [("manifest.json", b'{"x": 1}\n'), ("SUPPORT.md", "# Geräte ✓\n".encode())]
+    packed = lzma.compress(b"".join(d for _, d in small), format=lzma.FORMAT_RAW,
+                           filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 16}])
+    head = sevenz.Folder(len(packed), lzma2.dict_size_property(1 << 16),
+                         [sevenz.Entry(n, size=len(d), crc32=zlib.crc32(d)) for n, d in small])
+    names = ["12.0.0", "12.10.0", "12.55.8"]
+    big = sevenz.Folder(result.packed_size, lzma2.dict_size_property(1 << 20),
+                        [sevenz.Entry(f"{g}/lib.so", size=p.stat().st_size, crc32=zlib.crc32(p.read_bytes()))
+                         for g, p in zip(names, paths, strict=True)])
+    archive = tmp_path / "a.7z"
+    with open(archive, "wb") as f, open(out, "rb") as s:
+        sevenz.write_archive(f, [io.BytesIO(packed), s], [head, big], names, 1700000000)
+    with py7zr.SevenZipFile(archive) as z:
+        listing = {i.filename: i for i in z.list()}
+        assert set(listing) == {*names, "manifest.json", "SUPPORT.md", *(f"{g}/lib.so" for g in names)}
+        assert all(listing[g].is_directory for g in names)
+        assert z.testzip() is None
+    with py7zr.SevenZipFile(archive) as z:
+        z.extractall(tmp_path / "py7zr")
+    for g, p in zip(names, paths, strict=True):
+        assert (tmp_path / "py7zr" / g / "lib.so").read_bytes() == p.read_bytes()
+    assert (tmp_path / "py7zr" / "SUPPORT.md").read_bytes() == small[1][1]
+    seven = shutil.which("7zz") or shutil.which("7z")
+    if seven is None:
+        pytest.skip("7-Zip command line not installed")
+    subprocess.run([seven, "t", str(archive)], check=True, capture_output=True)
+    subprocess.run([seven, "x", "-y", f"-o{tmp_path / 'x'}", str(archive), "12.10.0/*"], check=True, capture_output=True)
+    assert (tmp_path / "x" / "12.10.0" / "lib.so").read_bytes() == paths[1].read_bytes()
+    assert not (tmp_path / "x" / "12.55.8").exists()
+    assert os.stat(tmp_path / "x" / "12.10.0" / "lib.so").st_mtime == 1700000000
+    # A flipped byte in the packed data must be caught by 7-Zip's CRC check.
+    data = bytearray(archive.read_bytes())
+    data[32 + len(packed) + result.packed_size // 2] ^= 0xFF
+    (tmp_path / "bad.7z").write_bytes(bytes(data))
+    assert subprocess.run([seven, "t", str(tmp_path / "bad.7z")], capture_output=True).returncode != 0
