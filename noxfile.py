@@ -19,6 +19,8 @@ import sys
 
 import nox
 
+from ipex_aot.build import session_generations
+
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["release"]
 
@@ -60,6 +62,20 @@ def preflight(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Build a recipe's generations: -- RECIPE [--generation X | --device ACRONYM | --pci ID] [--keep-going]."""
     _ipex_aot(session, "build", *_recipe_args(session))
+
+
+def _build_generation(generation: str):  # noqa: ANN202 - a nox session function
+    def session_fn(session: nox.Session) -> None:
+        _ipex_aot(session, "build", *_recipe_args(session), "--generation", generation)
+
+    session_fn.__doc__ = f"Build generation {generation} of a recipe (default: the canary): -- [RECIPE] [--keep-going]."
+    return session_fn
+
+
+# One session per generation of the cached device database (`nox -s devices`
+# fills it), with stable names CI can list with `nox -l --json`.
+for _generation in session_generations():
+    nox.session(name=f"build-{_generation}")(_build_generation(_generation))
 
 
 @nox.session
