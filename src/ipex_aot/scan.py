@@ -801,7 +801,11 @@ def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, Sc
             if digest != entry.get("sha256"):
                 raise ScanError(f"{archive}: folder {folder}: {entry['file']} has sha256 {digest}, manifest says "
                                 f"{entry.get('sha256')}; the archive is corrupt or was changed")
-            result = require_generation(lib, entry.get("generation", folder), settings=settings)
+            try:
+                result = require_generation(lib, entry.get("generation", folder), settings=settings)
+            except ScanError as e:
+                raise ScanError(f"{archive}: folder {folder}: {entry['file']}: "
+                                f"{e.message.split(': ', 1)[-1]}") from None
             result.path = f"{archive}:{entry['file']}"
             checked.append((folder, result.path, result))
     return checked
