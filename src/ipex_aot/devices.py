@@ -352,12 +352,56 @@ class SubprocessRunner(Runner):
 
     def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
         progress = log.Progress(what, len(calls))
+        batchable = len(calls) > 1 and all(c[0][:1] == ("compile",) and "-output" not in c[0] and c[1] == calls[0][1]
+                                           for c in calls)
+        results: list[InvokeResult | None] = [None] * len(calls)
+        if batchable:
+            # `ocloc multi` compiles many lines in one process: the compiler is loaded once per batch.
+            size = max(1, min(64, len(calls) // (self.jobs * 4) or 1))
+            batches = [list(range(i, min(i + size, len(calls)))) for i in range(0, len(calls), size)]
+
+            def run_batch(idx: list[int]) -> None:
+                got = self._multi_compile([calls[i] for i in idx], timeout)
+                if got is None and len(idx) > 1:
+                    half = len(idx) // 2
+                    run_batch(idx[:half])
+                    run_batch(idx[half:])
+                    return
+                for i, r in zip(idx, got or [self._one(calls[idx[0]], timeout)], strict=True):
+                    results[i] = r
+                progress.advance(len(idx))
+
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                list(pool.map(run_batch, batches))
+            return results
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = []
-            for r in pool.map(lambda c: self._one(c, timeout), calls):
-                results.append(r)
+            for n, r in enumerate(pool.map(lambda c: self._one(c, timeout), calls)):
+                results[n] = r
                 progress.advance()
         return results
+
+    def _multi_compile(self, calls: Sequence[Call], timeout: float) -> list[InvokeResult] | None:
+        """Compile calls as one ``ocloc multi`` run; None when that run crashed or hung (caller halves it)."""
+        with tempfile.TemporaryDirectory(prefix="ipex-aot-multi-") as tmp:
+            for name, data in calls[0][1]:
+                Path(tmp, name).write_bytes(data)
+            lines = "".join(" ".join([*args[1:], "-output", f"c{n}"]) + "\n" for n, (args, _) in enumerate(calls))
+            Path(tmp, "jobs.txt").write_text(lines)
+            try:
+                proc = subprocess.run([self.ocloc.path, "multi", "jobs.txt"], cwd=tmp, capture_output=True,
+                                      timeout=timeout * len(calls), check=False)
+            except subprocess.TimeoutExpired:
+                return None
+            if proc.returncode < 0:
+                return None
+            outputs: dict[int, dict[str, bytes]] = collections.defaultdict(dict)
+            out_dir = Path(tmp, "jobs")
+            for p in out_dir.iterdir() if out_dir.is_dir() else []:
+                m = re.match(r"c(\d+)[_.]", p.name)
+                if m and p.is_file():
+                    outputs[int(m.group(1))][p.name] = p.read_bytes()
+            return [InvokeResult(0 if any(k.endswith(".bin") for k in outputs.get(n, {})) else 1,
+                                 outputs.get(n, {})) for n in range(len(calls))]
 
     def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
         """``ocloc multi`` matches thousands of IDs in one process; a batch that fails is halved."""
@@ -894,10 +938,10 @@ def _identity(path: str | None) -> list:
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 
-def cache_path(settings: Settings, ocloc: Ocloc, pci_path: Path | None) -> Path:
-    """The cache file for this ocloc (version + the files it is made of) and this pci.ids."""
+def cache_path(settings: Settings, ocloc: Ocloc, pci_path: Path | None, ids: range = ALL_IDS) -> Path:
+    """The cache file for this ocloc (version + the files it is made of), this pci.ids and ID range."""
     key = json.dumps([SCHEMA, ocloc.version, ocloc.neo_revision, _identity(ocloc.path), _identity(ocloc.library),
-                      _identity(str(pci_path) if pci_path else None)])
+                      _identity(str(pci_path) if pci_path else None), [ids.start, ids.stop, ids.step]])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe_version = re.sub(r"[^0-9A-Za-z.]+", "_", ocloc.version)
     return settings.cache_dir / "devices" / f"devices-{safe_version}-{digest}.json"
@@ -918,17 +962,22 @@ def build_database(ocloc: Ocloc, *, ids: Iterable[int] = ALL_IDS, jobs: int = 1,
                           skipped=result.skipped, meta=meta)
 
 
-def load_database(settings: Settings, *, refresh: bool = False, ocloc: Ocloc | None = None) -> DeviceDatabase:
-    """The database for the ocloc in SETTINGS, from the cache when it is there and sound."""
+def load_database(settings: Settings, *, refresh: bool = False, ocloc: Ocloc | None = None,
+                  ids: range = ALL_IDS) -> DeviceDatabase:
+    """The database for the ocloc in SETTINGS, from the cache when it is there and sound.
+
+    A cache that does not parse or does not match the schema is swept again and
+    replaced; the file is always written whole (temp file + rename).
+    """
     ocloc = ocloc or find_ocloc(settings)
     pci_path = pci_ids_file()
-    path = cache_path(settings, ocloc, pci_path)
+    path = cache_path(settings, ocloc, pci_path, ids)
     if path.is_file() and not refresh:
         try:
             return DeviceDatabase.from_json(read_json(path))
         except (ValueError, KeyError, TypeError, IpexAotError, OSError) as e:
             log.warn(f"device cache {path} is unreadable ({e.__class__.__name__}); rebuilding it")
-    db = build_database(ocloc, jobs=settings.jobs, pci_path=pci_path)
+    db = build_database(ocloc, ids=ids, jobs=settings.jobs, pci_path=pci_path)
     write_json(path, db.to_json())
     return db
 
@@ -950,13 +999,15 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     dsub = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND")
     lk = dsub.add_parser("lookup", help="the generation for one PCI device ID (and revision)")
     lk.add_argument("pci_id", help="device part of the PCI ID in hex, e.g. 56A0")
-    lk.add_argument("--revision", type=_revision, default=None, help="PCI revision (stepping), decimal or 0x hex")
+    lk.add_argument("--revision", default=None, help="PCI revision (stepping), decimal or 0x hex")
     lk.add_argument("--json", action="store_true", help="print the answer as JSON")
     lk.set_defaults(func=_cmd_lookup)
     ocloc_module.register(sub)
 
 
-def _revision(text: str) -> int:
+def _revision(text: str | None) -> int | None:
+    if text is None:
+        return None
     try:
         value = int(text, 0)
     except ValueError:
@@ -988,8 +1039,9 @@ def _cmd_devices(args, settings: Settings) -> int:  # noqa: ANN001
 
 def _cmd_lookup(args, settings: Settings) -> int:  # noqa: ANN001
     pid = normalize_pci_id(args.pci_id)  # malformed input fails before any sweep
+    revision = _revision(args.revision)
     db = load_database(settings)
-    hit = db.lookup(pid, args.revision)
+    hit = db.lookup(pid, revision)
     if args.json:
         print(json.dumps(hit.to_json(), indent=2))
     elif hit.generation:

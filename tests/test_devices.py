@@ -1,0 +1,235 @@
+"""The device database: the real ocloc swept for real (full range once, sub-ranges for the rest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipex_aot import devices, errors
+from ipex_aot.devices import (
+    DeviceDatabase,
+    architecture_name,
+    build_database,
+    display_name,
+    generation_key,
+    load_database,
+    normalize_pci_id,
+    parse_markdown,
+    pci_ids_file,
+    read_pci_names,
+    sweep,
+)
+from ipex_aot.ocloc import find_ocloc
+from ipex_aot.settings import Settings
+
+#: Alder Lake-S, Alder Lake-N and the first Arc A-series IDs, plus 0x1234 (no GPU): a few seconds to sweep.
+SMALL = range(0x4680, 0x46E0)
+DG2 = range(0x56A0, 0x56A8)
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, IPEX_AOT_CACHE=str(tmp / "cache"), IPEX_AOT_DIST=str(tmp / "dist"))
+    env.update(extra)
+    return env
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ipex_aot", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def full(tmp_path_factory):
+    """`ipex-aot devices --write` over all 65536 IDs, once; later CLI calls hit its cache."""
+    tmp = tmp_path_factory.mktemp("devices-full")
+    env = _env(tmp)
+    proc = _cli("devices", "--write", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp / "dist" / "devices"
+    return {"env": env, "tmp": tmp, "json": json.loads((out / "devices.json").read_text()),
+            "md": (out / "devices.md").read_text()}
+
+
+@pytest.fixture(scope="module")
+def ocloc():
+    return find_ocloc(Settings.from_env())
+
+
+@pytest.fixture(scope="module")
+def small_db(ocloc):
+    return build_database(ocloc, ids=[*SMALL, *DG2, 0x1234], jobs=2, in_process=True)
+
+
+def _row(data: dict, pci: str) -> dict:
+    hits = [r for r in data["rows"] if pci in r["pci_ids"]]
+    assert len(hits) == 1, f"{pci} in {len(hits)} rows"
+    return hits[0]
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+def test_generation_key_sorts_numerically_and_rejects_garbage():
+    gens = ["12.55.8", "9.0.9", "12.10.0", "12.4.0", "12.55.10"]
+    assert sorted(gens, key=generation_key) == ["9.0.9", "12.4.0", "12.10.0", "12.55.8", "12.55.10"]
+    for bad in ["12.55", "a.b.c", "12.55.8.1", ""]:
+        with pytest.raises(errors.DeviceError):
+            generation_key(bad)
+
+
+@pytest.mark.parametrize("text,want", [("56a0", "56A0"), ("0x56A0", "56A0"), ("A0", "00A0"), (" 4680 ", "4680")])
+def test_pci_ids_are_normalized(text, want):
+    assert normalize_pci_id(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "0x", "56A0X", "12345", "-1", "gg"])
+def test_malformed_pci_ids_are_device_errors(text):
+    with pytest.raises(errors.DeviceError):
+        normalize_pci_id(text)
+
+
+@pytest.mark.parametrize("name,want", [("xe-hpg", "Xe-HPG"), ("xe-hpc", "Xe-HPC"), ("xe-lpg", "Xe-LPG"),
+                                       ("gen12lp", "Xe"), ("xe-lp", "Xe"), ("xe2", "Xe2"), ("xe3", "Xe3"),
+                                       ("xe2-hpg", "Xe2-HPG"), ("xe-lpgplus", "Xe-LPG+"), ("gen9", "Gen9")])
+def test_architecture_names_follow_one_formatting_rule(name, want):
+    assert architecture_name(name) == want
+
+
+def test_display_names_come_from_pci_ids():
+    path = pci_ids_file()
+    assert path is not None, "pci.ids is installed on the CI machine (Debian package pci.ids)"
+    names = read_pci_names(path)
+    assert len(names) > 500
+    raw = names["46D0"]
+    assert display_name(raw).startswith("Intel® ") and display_name(raw)[7:] in raw
+
+
+# --- the full sweep through the CLI (the nox devices session's command) ----------------------
+
+@pytest.mark.slow
+def test_full_sweep_facts(full):
+    data = full["json"]
+    assert data["ocloc"]["version"]
+    adls = _row(data, "4680")
+    assert "adl-s" in adls["codenames"] and adls["generations"] == ["12.2.0"]
+    assert adls["architecture"] == "Xe"
+    dg2 = _row(data, "56A0")
+    assert "12.55.8" in dg2["generations"] and "acm-g10" in dg2["codenames"]
+    assert dg2["architecture"] == "Xe-HPG"
+    assert dg2["generations"] == sorted(dg2["generations"], key=generation_key)
+    assert not any("1234" in r["pci_ids"] for r in data["rows"])
+    all_ids = [p for r in data["rows"] for p in r["pci_ids"]]
+    assert len(all_ids) == len(set(all_ids)) > 100
+    assert all(len(p) == 4 and p == p.upper() for p in all_ids)
+
+
+@pytest.mark.slow
+def test_markdown_and_json_agree(full):
+    md_rows = parse_markdown(full["md"])
+    assert full["md"].splitlines()[0] == ("| PCI ID (Only the device part) | Codename | Architecture "
+                                          "| Generation Code | Display Name |")
+    assert len(md_rows) == len(full["json"]["rows"])
+    for md, js in zip(md_rows, full["json"]["rows"], strict=True):
+        for key in ("pci_ids", "codenames", "architecture", "generations", "names"):
+            assert md[key] == js[key], key
+    assert "| `46D0` `46D1` `46D2` | Alder Lake-N (`adl-n`) | Xe | `12.4.0` | `Intel® UHD Graphics` |" in full["md"]
+
+
+@pytest.mark.slow
+def test_lookup_cli_exact_candidates_and_unknown(full):
+    env = full["env"]
+    exact = _cli("devices", "lookup", "56A0", "--revision", "8", env=env)
+    assert exact.returncode == 0 and exact.stdout.strip() == "12.55.8"
+    cands = _cli("devices", "lookup", "0x56a0", "--json", env=env)
+    answer = json.loads(cands.stdout)
+    assert answer["generation"] is None and "12.55.8" in answer["candidates"] and "revision" in answer["rule"]
+    adls = _cli("devices", "lookup", "4680", env=env)
+    assert adls.stdout.strip() == "12.2.0"
+    for bad in (["1234"], ["zz"], ["56A0", "--revision", "x"], ["56A0", "--revision", "300"]):
+        proc = _cli("devices", "lookup", *bad, env=env)
+        assert proc.returncode == errors.DeviceError.exit_code, bad
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+        assert proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_second_call_reads_the_cache(full):
+    cache = list((full["tmp"] / "cache" / "devices").glob("devices-*.json"))
+    assert len(cache) == 1
+    before = cache[0].stat().st_mtime_ns
+    proc = _cli("devices", "--json", env=full["env"])
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["rows"] == full["json"]["rows"]
+    assert cache[0].stat().st_mtime_ns == before
+    assert "device sweep" not in proc.stderr
+
+
+# --- sub-ranges through the Python interface ---------------------------------------------------
+
+def test_small_sweep_rows(small_db):
+    assert small_db.lookup("4680").generation == "12.2.0"
+    assert small_db.lookup("46D0").row.codenames == ("adl-n",)
+    hit = small_db.lookup("56A0", 8)
+    assert hit.generation == "12.55.8"
+    assert "12.55.8" in small_db.lookup("56A0").candidates
+    with pytest.raises(errors.DeviceError, match="1234"):
+        small_db.lookup("1234")
+    names = read_pci_names(pci_ids_file())
+    assert devices.display_name(names["56A0"]) in hit.row.names
+
+
+def test_database_queries(small_db):
+    assert small_db.resolve("12.55.8") == "12.55.8"
+    assert small_db.resolve("acm-g10") == "12.55.8"
+    assert small_db.resolve("4680") == "12.2.0"
+    assert small_db.device_name("12.55.8") == "acm-g10"
+    assert small_db.device_name("12.2.0") == "adl-s"
+    assert "12.55.8" in small_db.family_generations("xe-hpg")
+    assert [r.pci_ids[0] for r in small_db.rows_for("12.2.0")] == ["4680"]
+    assert small_db.generations() == sorted(small_db.generations(), key=generation_key)
+    for bad in ("xe-hpg", "56A0", "99.99.99", "nonsense"):
+        with pytest.raises(errors.DeviceError):
+            small_db.resolve(bad)
+    restricted = parse_markdown(small_db.to_markdown(["12.2.0"]))
+    assert [r["generations"] for r in restricted] == [["12.2.0"]]
+
+
+def test_json_round_trip(small_db):
+    again = DeviceDatabase.from_json(json.loads(json.dumps(small_db.to_json())))
+    assert again.to_json() == small_db.to_json()
+    assert again.lookup("56A0", 8).generation == "12.55.8"
+
+
+def test_unknown_ids_are_no_rows_and_nothing_is_skipped(ocloc):
+    result = sweep(ocloc, [0x0000, 0x1234, 0xFFFF], jobs=1)
+    assert result.targets == {} and result.skipped == []
+
+
+@pytest.mark.slow
+def test_wrapper_script_gives_the_same_table_as_the_library(ocloc, small_db, tmp_path):
+    script = tmp_path / "ocloc-wrapper"
+    script.write_text(f'#!/bin/bash\nexec {ocloc.path} "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    wrapped = find_ocloc(Settings.from_env({"OCLOC": str(script), "HOME": str(tmp_path)}))
+    assert wrapped.library is None
+    db = build_database(wrapped, ids=[*SMALL, *DG2, 0x1234], jobs=2)
+    assert db.meta["in_process"] is False and small_db.meta["in_process"] is True
+    assert [r.to_json() for r in db.rows] == [r.to_json() for r in small_db.rows]
+
+
+def test_a_corrupt_or_truncated_cache_is_rebuilt(ocloc, tmp_path):
+    settings = Settings.from_env({"IPEX_AOT_CACHE": str(tmp_path), "HOME": str(tmp_path), "MAX_JOBS": "2"})
+    ids = range(0x46D0, 0x46D3)
+    first = load_database(settings, ocloc=ocloc, ids=ids)
+    path = devices.cache_path(settings, ocloc, pci_ids_file(), ids)
+    good = path.read_text()
+    for broken in (good[: len(good) // 2], "not json at all", json.dumps({"schema": 999, "rows": []})):
+        path.write_text(broken)
+        again = load_database(settings, ocloc=ocloc, ids=ids)
+        assert again.to_json()["rows"] == first.to_json()["rows"]
+        assert json.loads(path.read_text())["rows"] == json.loads(good)["rows"]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
