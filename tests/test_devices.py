@@ -233,3 +233,66 @@ def test_a_corrupt_or_truncated_cache_is_rebuilt(ocloc, tmp_path):
         assert again.to_json()["rows"] == first.to_json()["rows"]
         assert json.loads(path.read_text())["rows"] == json.loads(good)["rows"]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+
+
+@pytest.mark.slow
+def test_an_id_that_crashes_or_hangs_ocloc_is_skipped_and_the_sweep_goes_on(ocloc, tmp_path):
+    # The wrapper sees either one `-device 0xIIII` or an `ocloc multi` batch file in its cwd.
+    script = tmp_path / "flaky-ocloc"
+    script.write_text(
+        "#!/bin/bash\n"
+        'has() { [[ " $* " == *" $ID "* ]] || grep -qs -- "-device $ID\\$" ids.txt; }\n'
+        'ID=0x4682; if has "$@"; then kill -SEGV $$; fi\n'
+        'ID=0x4688; if has "$@"; then exec sleep 60; fi\n'
+        f'exec {ocloc.path} "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    flaky = find_ocloc(Settings.from_env({"OCLOC": str(script), "HOME": str(tmp_path)}))
+    result = sweep(flaky, range(0x4680, 0x4690), jobs=2, timeout=2)
+    assert "4682" in result.skipped and "4688" in result.skipped
+    assert result.default["4680"] == "12.2.0" and "4682" not in result.targets
+
+
+FLAKY_LIBOCLOC = r"""
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+static void *real(const char *name) {
+    static void *h;
+    if (!h) h = dlopen(REAL_LIBOCLOC, RTLD_NOW);
+    return dlsym(h, name);
+}
+typedef int (*invoke_t)(unsigned, const char **, uint32_t, const uint8_t **, const uint64_t *, const char **,
+                        uint32_t, const uint8_t **, const uint64_t *, const char **,
+                        uint32_t *, uint8_t ***, uint64_t **, char ***);
+typedef int (*free_t)(uint32_t *, uint8_t ***, uint64_t **, char ***);
+int oclocInvoke(unsigned n, const char **argv, uint32_t ns, const uint8_t **ds, const uint64_t *ls, const char **nsrc,
+                uint32_t nh, const uint8_t **dh, const uint64_t *lh, const char **nhd,
+                uint32_t *no, uint8_t ***dout, uint64_t **lout, char ***nout) {
+    for (unsigned i = 0; i < n; i++) {
+        if (!strcmp(argv[i], "0x4682")) *(volatile int *)0 = 1;   /* crash */
+        if (!strcmp(argv[i], "0x4688")) sleep(60);                 /* hang */
+    }
+    return ((invoke_t)real("oclocInvoke"))(n, argv, ns, ds, ls, nsrc, nh, dh, lh, nhd, no, dout, lout, nout);
+}
+int oclocFreeOutput(uint32_t *no, uint8_t ***d, uint64_t **l, char ***nm) {
+    return ((free_t)real("oclocFreeOutput"))(no, d, l, nm);
+}
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_or_hang_inside_libocloc_kills_a_worker_not_the_sweep(ocloc, tmp_path):
+    """A real shared library in front of libocloc that segfaults on one ID and hangs on another."""
+    import dataclasses
+
+    src = tmp_path / "flaky.c"
+    src.write_text(FLAKY_LIBOCLOC)
+    lib = tmp_path / "libflaky.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", f'-DREAL_LIBOCLOC="{ocloc.library}"', "-o", str(lib),
+                    str(src), "-ldl"], check=True)
+    flaky = dataclasses.replace(ocloc, library=str(lib))
+    result = sweep(flaky, range(0x4680, 0x4690), jobs=2, in_process=True, timeout=2)
+    assert result.in_process
+    assert "4682" in result.skipped and "4688" in result.skipped
+    assert result.default["4680"] == "12.2.0" and "4682" not in result.targets

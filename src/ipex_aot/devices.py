@@ -22,6 +22,7 @@ version and the identity of its files, so a second call reads one JSON file.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import hashlib
 import json
 import multiprocessing
@@ -187,6 +188,8 @@ Call = tuple[tuple[str, ...], tuple[tuple[str, bytes], ...]]  # ocloc arguments,
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, library: str) -> None:
+    # A crash here is expected and handled by the parent (the call is skipped): no traceback dump.
+    faulthandler.disable()
     lib = Libocloc(library)
     with quiet_stdout():
         while True:
@@ -232,15 +235,18 @@ class Runner:
     """Runs many ocloc calls; None for a call that crashed or hung ocloc (recorded, skipped)."""
 
     in_process = False
+    #: Seconds one call may take before it counts as hung.
+    timeout: float = CALL_TIMEOUT
 
-    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", cheap: bool = False) -> list[InvokeResult | None]:
+        """Run CALLS; CHEAP ones (ID matches, name checks) are sent in big chunks."""
         raise NotImplementedError
 
     def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
         """PCI ID → the target ocloc matched it to, or None; IDs that crash ocloc are left out."""
         calls = [(("compile", "-file", _EMPTY_NAME, "-device", f"0x{i:04x}"), ((_EMPTY_NAME, b""),)) for i in ids]
         found: dict[int, str | None] = {}
-        for i, r in zip(ids, self.map(calls, what="matching PCI IDs", timeout=10), strict=True):
+        for i, r in zip(ids, self.map(calls, what="matching PCI IDs", cheap=True), strict=True):
             if r is not None:
                 found[i] = _detected_name(r.log, i)
         return found
@@ -261,17 +267,20 @@ class InProcessRunner(Runner):
 
     in_process = True
 
-    def __init__(self, library: str, jobs: int) -> None:
+    def __init__(self, library: str, jobs: int, timeout: float = CALL_TIMEOUT) -> None:
         self.library = library
         self.jobs = max(1, jobs)
+        self.timeout = timeout
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self._ctx = multiprocessing.get_context(method)
         self._workers: list[_Worker] = []
 
-    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", cheap: bool = False) -> list[InvokeResult | None]:
         results: list[InvokeResult | None] = [None] * len(calls)
+        # A cheap call answers in microseconds: waiting the compile limit for it would only slow the halving.
+        timeout = min(self.timeout, 10.0) if cheap else self.timeout
         # Small chunks for slow calls (compiles), big ones for the microsecond ID matches.
-        size = max(1, min(512, len(calls) // (self.jobs * 8) or 1)) if timeout <= 10 else 1
+        size = max(1, min(512, len(calls) // (self.jobs * 8) or 1)) if cheap else 1
         queue = collections.deque((start, list(range(start, min(start + size, len(calls)))))
                                   for start in range(0, len(calls), size))
         while len(self._workers) < self.jobs:
@@ -282,7 +291,7 @@ class InProcessRunner(Runner):
                 if w.job is None and queue:
                     _, idx = queue.popleft()
                     w.job = (idx[0], idx)
-                    w.deadline = time.monotonic() + timeout * len(idx)
+                    w.deadline = time.monotonic() + timeout + 0.05 * len(idx)
                     w.conn.send([calls[i] for i in idx])
             busy = [w for w in self._workers if w.job]
             ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=0.5)
@@ -326,9 +335,10 @@ class InProcessRunner(Runner):
 class SubprocessRunner(Runner):
     """Starts the ocloc executable for each call (any OCLOC works, wrapper scripts included)."""
 
-    def __init__(self, ocloc: Ocloc, jobs: int) -> None:
+    def __init__(self, ocloc: Ocloc, jobs: int, timeout: float = CALL_TIMEOUT) -> None:
         self.ocloc = ocloc
         self.jobs = max(1, jobs)
+        self.timeout = timeout
 
     def _one(self, call: Call, timeout: float) -> InvokeResult | None:
         args, sources = call
@@ -350,8 +360,9 @@ class SubprocessRunner(Runner):
             outputs["stdout.log"] = proc.stdout + proc.stderr
             return InvokeResult(proc.returncode, outputs)
 
-    def map(self, calls: Sequence[Call], *, what: str = "ocloc", timeout: float = CALL_TIMEOUT) -> list[InvokeResult | None]:
+    def map(self, calls: Sequence[Call], *, what: str = "ocloc", cheap: bool = False) -> list[InvokeResult | None]:
         progress = log.Progress(what, len(calls))
+        timeout = self.timeout
         batchable = len(calls) > 1 and all(c[0][:1] == ("compile",) and "-output" not in c[0] and c[1] == calls[0][1]
                                            for c in calls)
         results: list[InvokeResult | None] = [None] * len(calls)
@@ -414,7 +425,7 @@ class SubprocessRunner(Runner):
             if text is None:
                 if len(batch) == 1:
                     single = self._one((("compile", "-file", _EMPTY_NAME, "-device", f"0x{batch[0]:04x}"),
-                                        ((_EMPTY_NAME, b""),)), 10)
+                                        ((_EMPTY_NAME, b""),)), self.timeout)
                     if single is not None:
                         found[batch[0]] = _detected_name(single.log, batch[0])
                     progress.advance()
@@ -438,7 +449,7 @@ class SubprocessRunner(Runner):
             Path(tmp, "ids.txt").write_text(lines)
             try:
                 proc = subprocess.run([self.ocloc.path, "multi", "ids.txt"], cwd=tmp, capture_output=True,
-                                      text=True, errors="replace", timeout=10 + len(batch) * 0.05, check=False)
+                                      text=True, errors="replace", timeout=self.timeout + len(batch) * 0.01, check=False)
             except subprocess.TimeoutExpired:
                 return None
             text = proc.stdout + proc.stderr
@@ -448,12 +459,14 @@ class SubprocessRunner(Runner):
             return text
 
 
-def make_runner(ocloc: Ocloc, jobs: int, *, in_process: bool | None = None) -> Runner:
+def make_runner(ocloc: Ocloc, jobs: int, *, in_process: bool | None = None, timeout: float = CALL_TIMEOUT) -> Runner:
     """The in-process runner when ocloc's own libocloc is usable, else the subprocess runner."""
     use_lib = bool(ocloc.library) if in_process is None else in_process
     if use_lib and not ocloc.library:
         raise ToolchainError(f"{ocloc.path} has no compatible libocloc beside it; the in-process path is not available")
-    return InProcessRunner(ocloc.library, jobs) if use_lib and ocloc.library else SubprocessRunner(ocloc, jobs)
+    if use_lib and ocloc.library:
+        return InProcessRunner(ocloc.library, jobs, timeout)
+    return SubprocessRunner(ocloc, jobs, timeout)
 
 
 # --- the sweep -----------------------------------------------------------------------------
@@ -506,7 +519,7 @@ def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: 
     undecided = [n for n in sets if n not in groups]
     calls = [(("compile", "-file", _EMPTY_NAME, "-device", n), ((_EMPTY_NAME, b""),)) for n in undecided]
     texts = {}
-    for n, r in zip(undecided, runner.map(calls, what="classifying names", timeout=20), strict=True):
+    for n, r in zip(undecided, runner.map(calls, what="classifying names", cheap=True), strict=True):
         if r is not None:
             texts[n] = (r.rc, re.sub(re.escape(n), "NAME", r.log).strip())
     known = [texts[n] for n in products_hint if n in texts]
@@ -521,7 +534,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
     """Ask ocloc about every PCI ID in IDS; see the module docstring for how."""
     start = time.monotonic()
     ids = sorted(set(ids))
-    runner = make_runner(ocloc, jobs, in_process=in_process)
+    runner = make_runner(ocloc, jobs, in_process=in_process, timeout=timeout)
     try:
         with log.step(f"device sweep with ocloc {ocloc.version} ({'in-process libocloc' if runner.in_process else 'subprocess'}, {jobs} jobs)"):
             names = {n: ocloc.ids(n) for n in ocloc.acronyms()}
@@ -948,9 +961,9 @@ def cache_path(settings: Settings, ocloc: Ocloc, pci_path: Path | None, ids: ran
 
 
 def build_database(ocloc: Ocloc, *, ids: Iterable[int] = ALL_IDS, jobs: int = 1, in_process: bool | None = None,
-                   pci_path: Path | None = None) -> DeviceDatabase:
+                   pci_path: Path | None = None, timeout: float = CALL_TIMEOUT) -> DeviceDatabase:
     """Sweep and assemble (no cache)."""
-    result = sweep(ocloc, ids, jobs=jobs, in_process=in_process)
+    result = sweep(ocloc, ids, jobs=jobs, in_process=in_process, timeout=timeout)
     pci_path = pci_path if pci_path is not None else pci_ids_file()
     pci_names = read_pci_names(pci_path)
     if not pci_names:
