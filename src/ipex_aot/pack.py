@@ -195,12 +195,12 @@ def hash_folders(folders: Sequence[Folder], jobs: int) -> list[Folder]:
         return list(pool.map(_hash_one, folders))
 
 
-def check_generations(folders: Sequence[Folder]) -> None:
+def check_generations(folders: Sequence[Folder], settings: Settings) -> None:
     """Refuse a folder whose library does not natively hold its own generation."""
     from ipex_aot import scan  # a sibling step; imported only when packing
 
     for folder in folders:
-        scan.require_generation(folder.library, folder.generation)
+        scan.require_generation(folder.library, folder.generation, settings=settings)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -398,7 +398,8 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
             names.append(folder.generation)
         for path in stage.rglob("*"):
             os.utime(path, (mtime, mtime), follow_symlinks=False)
-        cmd = [exe, "a", "-t7z", "-m0=lzma2", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
+        # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
+        cmd = [exe, "a", "-t7z", "-m0=lzma2", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
                "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
         run = subprocess.run(cmd, cwd=stage, capture_output=True, text=True)
         if run.returncode != 0:
@@ -455,9 +456,10 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
          check_generation: bool = True) -> PackResult:
     """Pack the recipe's built generations; returns what was written.
 
-    ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`) fills the PCI
-    IDs, codenames and support table; without it they are left empty, which
-    tests use to stay independent of the device sweep.
+    ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`, or a callable
+    that loads one) fills the PCI IDs, codenames and support table; without
+    it they are left empty, which tests use to stay independent of the
+    device sweep.
     """
     opts = options or PackOptions(jobs=settings.jobs)
     if opts.engine not in ENGINES:
@@ -469,7 +471,9 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
         folders = load_folders(dist, name)
         folders = hash_folders(folders, settings.jobs)
         if check_generation:
-            check_generations(folders)
+            check_generations(folders, settings)
+    if callable(database):  # loaded only once the inputs are known to be sound
+        database = database()
     manifest = build_manifest(name, folders, database)
     release = manifest["release"]
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", release):
@@ -532,7 +536,7 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
         engine=args.engine, jobs=jobs, preset=args.preset, memory=parse_size(args.memory),
         dict_size=parse_size(args.dict_size) if args.dict_size else None, sevenzip=settings.sevenzip,
     )
-    result = pack(args.recipe, settings, options=options, database=load_database(settings))
+    result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     return 0

@@ -1,0 +1,214 @@
+"""ipex-aot pack on real libraries (gcc-linked ELF with real ocloc images), reopened by py7zr and 7-Zip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import libfixtures
+import py7zr
+import pytest
+
+from ipex_aot import pack
+from ipex_aot.errors import ArchiveError, BuildError, ScanError
+from ipex_aot.settings import Settings
+
+pytestmark = pytest.mark.skipif(not libfixtures.have_tools(), reason="needs ocloc and gcc")
+
+#: generation -> ocloc device name (checked against `ocloc ids` by the fixture)
+TARGETS = {"12.0.0": "tgllp", "12.10.0": "dg1", "12.55.8": "acm-g10"}
+SEVEN = shutil.which("7zz") or shutil.which("7z")
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory):
+    """One real library per generation: the same SPIR-V and host code, its own native image."""
+    out = tmp_path_factory.mktemp("libs")
+    spirv = libfixtures.ocloc_spirv()
+    libs = {}
+    for gen, device in TARGETS.items():
+        ids = subprocess.run(["ocloc", "ids", device], capture_output=True, text=True).stdout
+        assert gen in ids, f"ocloc ids {device}: {ids}"
+        libs[gen] = libfixtures.build_elf_library(out / gen / "libcanary-gpu.so", [libfixtures.ocloc_image(device)], spirv)
+    return libs
+
+
+def _record(gen, lib, **extra):
+    data = lib.read_bytes()
+    record = {
+        "schema": 1, "recipe": "demo", "release": "0.1.0", "generation": gen, "devlist": TARGETS.get(gen, "x"),
+        "devlist_variable": "USE_AOT_DEVLIST", "platform": "linux-x86_64",
+        "artifact": {"name": lib.name, "install_path": "ipex_aot_canary/lib/libcanary-gpu.so",
+                     "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)},
+        "toolchain": {"ocloc": "22.43.24595"}, "source": {"commit": "0123abc"},
+        "finished": f"2026-11-22T08:0{len(gen) % 10}:00Z",
+    }
+    record.update(extra)
+    return record
+
+
+def make_dist(root, libraries, gens=tuple(TARGETS), swap=None):
+    """dist/demo/<generation>/{libcanary-gpu.so,build.json}; ``swap`` puts another generation's library in a folder."""
+    for gen in gens:
+        folder = root / "demo" / gen
+        folder.mkdir(parents=True)
+        lib = folder / "libcanary-gpu.so"
+        shutil.copy(libraries[(swap or {}).get(gen, gen)], lib)
+        (folder / "build.json").write_text(json.dumps(_record(gen, lib)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module, so scan's per-ocloc signatures are computed once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def settings_for(dist, cache, jobs=2):
+    return Settings.from_env({"IPEX_AOT_DIST": str(dist), "MAX_JOBS": str(jobs), "IPEX_AOT_CACHE": str(cache)})
+
+
+def do_pack(dist, cache, engine="parallel"):
+    return pack.pack("recipes/demo.yaml", settings_for(dist, cache), options=pack.PackOptions(engine=engine, jobs=2))
+
+
+def test_pack_writes_folders_manifest_and_support(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries)
+    result = do_pack(dist, cache)
+    archive = dist / "demo" / "0.1.0-AOT.7z"
+    assert result.archive == archive and archive.stat().st_size == result.size
+    manifest = json.loads((dist / "demo" / "manifest.json").read_text())
+    assert list(manifest["folders"]) == ["12.0.0", "12.10.0", "12.55.8"]  # numeric order, not text order
+    assert manifest["release"] == "0.1.0" and manifest["recipe"] == "demo"
+    assert manifest["artifact_install_path"] == "ipex_aot_canary/lib/libcanary-gpu.so"
+    for gen, entry in manifest["folders"].items():
+        lib = dist / "demo" / gen / "libcanary-gpu.so"
+        assert entry["file"] == f"{gen}/libcanary-gpu.so"
+        assert entry["sha256"] == hashlib.sha256(lib.read_bytes()).hexdigest()
+        assert entry["size"] == lib.stat().st_size
+        assert entry["build"] == {"devlist": TARGETS[gen], "source_commit": "0123abc", "finished": _record(gen, lib)["finished"]}
+    with py7zr.SevenZipFile(archive) as z:
+        listing = {i.filename: i for i in z.list()}
+        assert {n for n, i in listing.items() if i.is_directory} == set(TARGETS)
+        assert {n for n, i in listing.items() if not i.is_directory} == {
+            "manifest.json", "SUPPORT.md", *(f"{g}/libcanary-gpu.so" for g in TARGETS)}
+        z.extract(tmp_path / "x", targets=["manifest.json", "SUPPORT.md"])
+    assert (tmp_path / "x" / "manifest.json").read_bytes() == (dist / "demo" / "manifest.json").read_bytes()
+    support = (tmp_path / "x" / "SUPPORT.md").read_text()
+    assert support == (dist / "demo" / "SUPPORT.md").read_text()
+    assert all(f"`{g}`" in support for g in TARGETS)
+
+
+@pytest.mark.skipif(SEVEN is None, reason="7-Zip command line not installed")
+def test_7zip_tests_and_extracts_one_folder(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries)
+    archive = do_pack(dist, cache).archive
+    subprocess.run([SEVEN, "t", str(archive)], check=True, capture_output=True)
+    subprocess.run([SEVEN, "x", "-y", f"-o{tmp_path / 'x'}", str(archive), "12.10.0/*"], check=True, capture_output=True)
+    got = tmp_path / "x" / "12.10.0" / "libcanary-gpu.so"
+    assert got.read_bytes() == (dist / "demo" / "12.10.0" / "libcanary-gpu.so").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["12.10.0"]
+
+
+@pytest.mark.parametrize("engine", ["parallel", "py7zr"])
+def test_same_inputs_give_the_same_bytes(tmp_path, libraries, cache, engine):
+    dist = make_dist(tmp_path / "dist", libraries)
+    first = do_pack(dist, cache, engine).archive.read_bytes()
+    os.utime(dist / "demo" / "12.0.0" / "libcanary-gpu.so", (1, 1))  # file times must not leak in
+    second = do_pack(dist, cache, engine).archive.read_bytes()
+    assert first == second
+    other = make_dist(tmp_path / "dist2", libraries)
+    assert do_pack(other, cache, engine).archive.read_bytes() == first  # nor the folder it was built in
+
+
+@pytest.mark.skipif(SEVEN is None, reason="7-Zip command line not installed")
+def test_7zz_engine_gives_the_same_files(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries)
+    result = do_pack(dist, cache, "7zz")
+    with py7zr.SevenZipFile(result.archive) as z:
+        files = {i.filename for i in z.list() if not i.is_directory}
+    assert files == {"manifest.json", "SUPPORT.md", *(f"{g}/libcanary-gpu.so" for g in TARGETS)}
+
+
+def test_refuses_a_folder_without_its_own_generation(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries, swap={"12.55.8": "12.0.0"})
+    with pytest.raises(ScanError, match=r"12\.55\.8.*does not hold generation 12\.55\.8"):
+        do_pack(dist, cache)
+    assert not list((dist / "demo").glob("*.7z*")) and not (dist / "demo" / "manifest.json").exists()
+
+
+def test_a_failed_pack_keeps_the_previous_archive(tmp_path, libraries, cache, monkeypatch):
+    dist = make_dist(tmp_path / "dist", libraries)
+    archive = do_pack(dist, cache).archive
+    before = archive.read_bytes()
+    manifest_before = (dist / "demo" / "manifest.json").read_bytes()
+    entries_before = sorted(p.name for p in (dist / "demo").iterdir())
+    # 1. the read-back check fails (as it would on a bad disk): nothing is replaced, no temporary file stays
+    real_verify = pack.verify_archive
+
+    def failing_verify(path, manifest, small):
+        real_verify(path, manifest, small)
+        raise ArchiveError(f"{path}: simulated read-back failure")
+
+    monkeypatch.setattr(pack, "verify_archive", failing_verify)
+    (dist / "demo" / "12.10.0" / "build.json").write_text(
+        json.dumps(_record("12.10.0", dist / "demo" / "12.10.0" / "libcanary-gpu.so", devlist="dg1,x")))
+    with pytest.raises(ArchiveError, match="simulated"):
+        do_pack(dist, cache)
+    monkeypatch.undo()
+    assert archive.read_bytes() == before
+    assert (dist / "demo" / "manifest.json").read_bytes() == manifest_before
+    assert sorted(p.name for p in (dist / "demo").iterdir()) == entries_before
+    # 2. a library changed after its build: refused before anything is written
+    lib = dist / "demo" / "12.0.0" / "libcanary-gpu.so"
+    data = bytearray(lib.read_bytes())
+    data[-1] ^= 1
+    lib.write_bytes(bytes(data))
+    with pytest.raises(BuildError, match="changed since it was built"):
+        do_pack(dist, cache)
+    assert archive.read_bytes() == before
+
+
+def test_read_back_catches_a_corrupt_archive(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries)
+    result = do_pack(dist, cache)
+    small = {"manifest.json": (dist / "demo" / "manifest.json").read_bytes(),
+             "SUPPORT.md": (dist / "demo" / "SUPPORT.md").read_bytes()}
+    data = bytearray(result.archive.read_bytes())
+    data[len(data) // 2] ^= 0x55  # inside the libraries' packed stream
+    bad = tmp_path / "bad.7z"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError):
+        pack.verify_archive(bad, result.manifest, small)
+    wrong = json.loads(json.dumps(result.manifest))
+    wrong["folders"]["12.0.0"]["sha256"] = "0" * 64
+    with pytest.raises(ArchiveError, match="12.0.0/libcanary-gpu.so"):
+        pack.verify_archive(result.archive, wrong, small)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON"),
+    ('{"generation": "12.0.0", "release": "0.1.0"}', "'artifact'"),
+    ('{"generation": "12.9.9", "release": "0.1.0", "artifact": {"name": "libcanary-gpu.so"}}', "'generation'"),
+    ('{"generation": "12.0.0", "release": "0.1.0", "artifact": {"name": "../../evil.so"}}', "not a plain file name"),
+    ('{"generation": "12.0.0", "release": "0.1.0", "artifact": {"name": "gone.so"}}', "gone.so is missing"),
+])
+def test_bad_build_json_is_one_line_error(tmp_path, libraries, cache, content, message):
+    dist = make_dist(tmp_path / "dist", libraries)
+    (dist / "demo" / "12.0.0" / "build.json").write_text(content)
+    env = dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "pack", "demo"], env=env, capture_output=True, text=True)
+    assert proc.returncode == BuildError.exit_code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "12.0.0/build.json" in lines[-1] and message in lines[-1]
+    assert "Traceback" not in proc.stderr
+    assert not list((dist / "demo").glob("*.7z*"))
+
+
+def test_no_build_is_a_clear_error(tmp_path):
+    with pytest.raises(BuildError, match="no built generation"):
+        pack.pack("demo", settings_for(tmp_path, tmp_path / "cache"))
