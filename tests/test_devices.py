@@ -296,3 +296,16 @@ def test_a_crash_or_hang_inside_libocloc_kills_a_worker_not_the_sweep(ocloc, tmp
     assert result.in_process
     assert "4682" in result.skipped and "4688" in result.skipped
     assert result.default["4680"] == "12.2.0" and "4682" not in result.targets
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_matching_ids_with_the_real_kernel_agrees_with_the_empty_source(ocloc, in_process):
+    """The fallback for an ocloc that reads the source before it matches the device."""
+    runner = devices.make_runner(ocloc, 2, in_process=in_process)
+    try:
+        ids = [0x1234, 0x4680, 0x46D0, 0x56A0]
+        empty = runner.detect(ids)
+        assert empty[0x1234] is None and all(empty[i] for i in ids[1:])
+        assert runner.detect(ids, ("k.cl", devices.KERNEL)) == empty
+    finally:
+        runner.close()

@@ -242,11 +242,15 @@ class Runner:
         """Run CALLS; CHEAP ones (ID matches, name checks) are sent in big chunks."""
         raise NotImplementedError
 
-    def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
-        """PCI ID → the target ocloc matched it to, or None; IDs that crash ocloc are left out."""
-        calls = [(("compile", "-file", _EMPTY_NAME, "-device", f"0x{i:04x}"), ((_EMPTY_NAME, b""),)) for i in ids]
+    def detect(self, ids: Sequence[int], source: tuple[str, bytes] = (_EMPTY_NAME, b""),
+               extra: tuple[str, ...] = ()) -> dict[int, str | None]:
+        """PCI ID → the target ocloc matched it to, or None; IDs that crash ocloc are left out.
+
+        The empty SOURCE makes ocloc stop right after matching the ID (no compile).
+        """
+        calls = [(("compile", "-file", source[0], "-device", f"0x{i:04x}", *extra), (source,)) for i in ids]
         found: dict[int, str | None] = {}
-        for i, r in zip(ids, self.map(calls, what="matching PCI IDs", cheap=True), strict=True):
+        for i, r in zip(ids, self.map(calls, what="matching PCI IDs", cheap=not source[1]), strict=True):
             if r is not None:
                 found[i] = _detected_name(r.log, i)
         return found
@@ -414,18 +418,19 @@ class SubprocessRunner(Runner):
             return [InvokeResult(0 if any(k.endswith(".bin") for k in outputs.get(n, {})) else 1,
                                  outputs.get(n, {})) for n in range(len(calls))]
 
-    def detect(self, ids: Sequence[int]) -> dict[int, str | None]:
+    def detect(self, ids: Sequence[int], source: tuple[str, bytes] = (_EMPTY_NAME, b""),
+               extra: tuple[str, ...] = ()) -> dict[int, str | None]:
         """``ocloc multi`` matches thousands of IDs in one process; a batch that fails is halved."""
         found: dict[int, str | None] = {}
         batches = [list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)]
         progress = log.Progress("matching PCI IDs (ocloc multi)", len(ids))
 
         def run_batch(batch: list[int]) -> None:
-            text = self._multi(batch)
+            text = self._multi(batch, source, extra)
             if text is None:
                 if len(batch) == 1:
-                    single = self._one((("compile", "-file", _EMPTY_NAME, "-device", f"0x{batch[0]:04x}"),
-                                        ((_EMPTY_NAME, b""),)), self.timeout)
+                    single = self._one((("compile", "-file", source[0], "-device", f"0x{batch[0]:04x}", *extra),
+                                        (source,)), self.timeout)
                     if single is not None:
                         found[batch[0]] = _detected_name(single.log, batch[0])
                     progress.advance()
@@ -442,10 +447,11 @@ class SubprocessRunner(Runner):
             list(pool.map(run_batch, batches))
         return found
 
-    def _multi(self, batch: list[int]) -> str | None:
+    def _multi(self, batch: list[int], source: tuple[str, bytes], extra: tuple[str, ...]) -> str | None:
         with tempfile.TemporaryDirectory(prefix="ipex-aot-multi-") as tmp:
-            Path(tmp, _EMPTY_NAME).write_bytes(b"")
-            lines = "".join(f"-file {_EMPTY_NAME} -device 0x{i:04x}\n" for i in batch)
+            Path(tmp, source[0]).write_bytes(source[1])
+            tail = "".join(f" {a}" for a in extra)
+            lines = "".join(f"-file {source[0]} -device 0x{i:04x}{tail}\n" for i in batch)
             Path(tmp, "ids.txt").write_text(lines)
             try:
                 proc = subprocess.run([self.ocloc.path, "multi", "ids.txt"], cwd=tmp, capture_output=True,
@@ -540,15 +546,19 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             names = {n: ocloc.ids(n) for n in ocloc.acronyms()}
             if not names:
                 raise ToolchainError(f"{ocloc.path} lists no device names in `ocloc ids --help`; is it a working ocloc?")
-            detected = runner.detect(ids)
-            skipped = [f"{i:04X}" for i in ids if i not in detected]
-            hits = {i: t for i, t in detected.items() if t}
-
             # The kernel as SPIR-V, once: every later compile skips the OpenCL C front end.
             spv_res = runner.map([(("compile", "-file", "k.cl", "-spv_only", "-output", "k"), (("k.cl", KERNEL),))],
                                  what="SPIR-V of the probe kernel")[0]
             spv = [v for k, v in (spv_res.outputs.items() if spv_res and spv_res.rc == 0 else []) if k.endswith(".spv")]
             source, spirv = (("k.spv", spv[0]), True) if spv else (("k.cl", KERNEL), False)
+
+            detected = runner.detect(ids)
+            if not any(detected.values()):
+                # An ocloc that reads the source before matching the device says nothing about an
+                # empty file: ask again with the real kernel (misses still fail before compiling).
+                detected = runner.detect(ids, source, ("-spirv_input",) if spirv else ())
+            skipped = [f"{i:04X}" for i in ids if i not in detected]
+            hits = {i: t for i, t in detected.items() if t}
 
             versions = sorted({v for vs in names.values() for v in vs}, key=generation_key)
             by_sha: dict[str, list[str]] = collections.defaultdict(list)
