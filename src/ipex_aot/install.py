@@ -1,0 +1,554 @@
+"""For the people who run the apps: detect the GPU, install its folder of a release, roll back.
+
+* ``detect`` reads the PCI device and revision IDs of every Intel display
+  controller (Linux: sysfs; Windows: PowerShell ``Get-CimInstance
+  Win32_VideoController``, whose PNP device ID carries ``DEV_xxxx`` and
+  ``REV_xx``) and asks the device database for the exact generation.
+* ``install`` finds the IPEX install (the package's import spec, without
+  importing it, or ``--ipex-dir``), picks the generation (given, detected,
+  or the one archive folder whose PCI IDs hold the GPU), checks every archive
+  entry name before anything else (no absolute paths, no ``..``, no links),
+  extracts only that folder's library into a temporary file beside the
+  installed one, checks its size and sha256 against ``manifest.json`` and its
+  device images with the scanner, keeps the old library as
+  ``<lib>.ipex-aot-backup`` with a record ``<lib>.ipex-aot.json``, and swaps
+  the new one in with one ``os.replace``. Any failure before that rename
+  leaves the installed library as it was.
+* ``install --rollback`` puts the backup back (one ``os.replace`` again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ipex_aot import log
+from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotError, ScanError, UsageError
+from ipex_aot.fsutil import read_json, sha256_file, write_json
+from ipex_aot.settings import Settings
+
+INTEL_VENDOR = "8086"
+MANIFEST = "manifest.json"
+BACKUP_SUFFIX = ".ipex-aot-backup"
+RECORD_SUFFIX = ".ipex-aot.json"
+RECORD_SCHEMA = 1
+#: PowerShell asked for JSON, so that no column layout has to be parsed.
+POWERSHELL_QUERY = ("Get-CimInstance -ClassName Win32_VideoController | "
+                    "Select-Object Name, PNPDeviceID, DriverVersion | ConvertTo-Json -Compress")
+_PNP_RE = re.compile(r"VEN_([0-9A-Fa-f]{4})&DEV_([0-9A-Fa-f]{4})(?:&SUBSYS_[0-9A-Fa-f]+)?(?:&REV_([0-9A-Fa-f]{2}))?")
+_FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+_FILE_ATTRIBUTE_UNIX_EXTENSION = 0x8000
+
+
+# --- detect --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gpu:
+    slot: str  # PCI address (Linux) or PNP device ID (Windows)
+    pci_id: str  # device part, upper-case hex, e.g. "56A0"
+    revision: int | None
+    name: str = ""
+    generation: str | None = None
+    candidates: tuple[str, ...] = ()
+    rule: str = ""
+
+    def to_json(self) -> dict:
+        return {"slot": self.slot, "pci_id": self.pci_id, "revision": self.revision, "name": self.name,
+                "generation": self.generation, "candidates": list(self.candidates), "rule": self.rule}
+
+
+def _read_hex(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip(), 16)
+    except (OSError, ValueError):
+        return None
+
+
+def gpus_from_sysfs(root: Path = Path("/sys")) -> list[Gpu]:
+    """Intel display controllers (PCI class 0x03xxxx) under ROOT/bus/pci/devices."""
+    found = []
+    devices = root / "bus" / "pci" / "devices"
+    try:
+        entries = sorted(devices.iterdir())
+    except OSError:
+        return []
+    for dev in entries:
+        vendor, klass = _read_hex(dev / "vendor"), _read_hex(dev / "class")
+        if vendor != int(INTEL_VENDOR, 16) or klass is None or klass >> 16 != 0x03:
+            continue
+        device = _read_hex(dev / "device")
+        if device is None:
+            continue
+        found.append(Gpu(dev.name, f"{device:04X}", _read_hex(dev / "revision")))
+    return found
+
+
+def parse_powershell(text: str) -> list[Gpu]:
+    """Intel GPUs in the JSON that :data:`POWERSHELL_QUERY` prints (one object or a list)."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise DeviceError(f"PowerShell's Win32_VideoController output is not JSON ({e}); "
+                          "run the query by hand to see why") from None
+    items = data if isinstance(data, list) else [data]
+    found = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        pnp = str(item.get("PNPDeviceID") or "")
+        m = _PNP_RE.search(pnp.upper())
+        if not m or m.group(1) != INTEL_VENDOR:
+            continue
+        found.append(Gpu(pnp, m.group(2).upper(), int(m.group(3), 16) if m.group(3) else None,
+                         str(item.get("Name") or "")))
+    return found
+
+
+def gpus_from_powershell(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> list[Gpu]:
+    exe = shutil.which("powershell") or shutil.which("pwsh")
+    if not exe:
+        raise DeviceError("PowerShell not found; give the generation with --generation")
+    proc = run([exe, "-NoProfile", "-NonInteractive", "-Command", POWERSHELL_QUERY],
+               capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise DeviceError(f"PowerShell Get-CimInstance Win32_VideoController failed: {proc.stderr.strip()[:200]}")
+    return parse_powershell(proc.stdout)
+
+
+def list_gpus(*, sysfs_root: Path | None = None, platform: str | None = None) -> list[Gpu]:
+    platform = platform or sys.platform
+    if platform == "win32":
+        return gpus_from_powershell()
+    return gpus_from_sysfs(sysfs_root or Path("/sys"))
+
+
+def identify(gpus: Sequence[Gpu], db: Any) -> list[Gpu]:
+    """Each GPU with its generation from the device database (``DeviceDatabase.lookup``)."""
+    out = []
+    for gpu in gpus:
+        try:
+            hit = db.lookup(gpu.pci_id, gpu.revision)
+        except DeviceError as e:
+            out.append(Gpu(gpu.slot, gpu.pci_id, gpu.revision, gpu.name, None, (), e.message))
+            continue
+        name = gpu.name or ", ".join(getattr(hit.row, "names", ())) or ""
+        out.append(Gpu(gpu.slot, gpu.pci_id, gpu.revision, name, hit.generation, tuple(hit.candidates), hit.rule))
+    return out
+
+
+def detect(settings: Settings, *, sysfs_root: Path | None = None, platform: str | None = None,
+           db: Any = None) -> tuple[list[Gpu], str | None]:
+    """(GPUs with generations, why the database was not used or None)."""
+    gpus = list_gpus(sysfs_root=sysfs_root, platform=platform)
+    if not gpus:
+        return [], None
+    if db is None:
+        try:
+            from ipex_aot.devices import load_database
+
+            db = load_database(settings)
+        except IpexAotError as e:
+            return gpus, e.message
+    return identify(gpus, db), None
+
+
+# --- archives ------------------------------------------------------------------------------
+
+def _unsafe_name(name: str) -> str | None:
+    if not name:
+        return "an empty name"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in re.split(r"[\\/]+", name):
+        return "a '..' component"
+    return None
+
+
+def _is_link(f: Any) -> bool:
+    """Symlinks, hard links and junctions as 7-Zip and py7zr store them (attribute bits)."""
+    if f.is_symlink or getattr(f, "is_junction", False) or getattr(f, "is_socket", False):
+        return True
+    try:
+        attrs = int(f._get_property("attributes") or 0)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    if attrs & _FILE_ATTRIBUTE_REPARSE_POINT:
+        return True
+    if attrs & _FILE_ATTRIBUTE_UNIX_EXTENSION:
+        mode = attrs >> 16
+        return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or mode == 0)
+    return False
+
+
+@dataclass
+class ArchiveInfo:
+    path: Path
+    names: set[str]
+    manifest: dict
+
+
+def check_entries(archive: Path) -> set[str]:
+    """Every entry name of ARCHIVE; ArchiveError on absolute paths, '..' or links."""
+    import py7zr
+
+    try:
+        with py7zr.SevenZipFile(archive, "r") as z:
+            files = list(z.files)
+    except (OSError, py7zr.exceptions.Bad7zFile, py7zr.exceptions.ArchiveError, EOFError, KeyError, ValueError) as e:
+        raise ArchiveError(f"{archive}: not a readable 7z archive ({e or type(e).__name__})") from None
+    names = set()
+    for f in files:
+        name = str(f.filename)
+        why = _unsafe_name(name)
+        if _is_link(f):
+            why = "a link or special file"
+        if why:
+            raise ArchiveError(f"{archive}: entry {name!r} is {why}; refusing the whole archive (nothing was changed)")
+        names.add(name)
+    return names
+
+
+def read_manifest(archive: Path) -> dict:
+    return open_archive(archive).manifest
+
+
+def open_archive(archive: Path) -> ArchiveInfo:
+    """Check every entry, then read and check manifest.json."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise ArchiveError(f"{archive}: no such archive")
+    names = check_entries(archive)
+    if MANIFEST not in names:
+        raise ArchiveError(f"{archive}: no {MANIFEST} at the root; not an ipex-aot release archive")
+    with tempfile.TemporaryDirectory(prefix="ipex-aot-manifest-") as tmp:
+        path = _extract_py7zr(archive, MANIFEST, Path(tmp))
+        try:
+            manifest = read_json(path)
+        except (OSError, ValueError) as e:
+            raise ArchiveError(f"{archive}: {MANIFEST} is not valid JSON ({e})") from None
+    folders = manifest.get("folders") if isinstance(manifest, dict) else None
+    install_path = manifest.get("artifact_install_path") if isinstance(manifest, dict) else None
+    if not isinstance(folders, dict) or not folders or not isinstance(install_path, str):
+        raise ArchiveError(f"{archive}: {MANIFEST} lacks 'folders' or 'artifact_install_path'")
+    if _unsafe_name(install_path):
+        raise ArchiveError(f"{archive}: {MANIFEST}: artifact_install_path {install_path!r} is {_unsafe_name(install_path)}")
+    for folder, entry in folders.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(entry.get("sha256"), str):
+            raise ArchiveError(f"{archive}: {MANIFEST}: folders.{folder} lacks 'file' or 'sha256'")
+        if entry["file"] not in names:
+            raise ArchiveError(f"{archive}: {MANIFEST}: folders.{folder}.file {entry['file']!r} is not in the archive")
+    return ArchiveInfo(archive, names, manifest)
+
+
+def _extract_py7zr(archive: Path, member: str, dest: Path) -> Path:
+    import py7zr
+
+    try:
+        with py7zr.SevenZipFile(archive, "r") as z:
+            z.extract(path=dest, targets=[member])
+    except (OSError, py7zr.exceptions.Bad7zFile, py7zr.exceptions.ArchiveError, py7zr.exceptions.CrcError,
+            EOFError, ValueError) as e:
+        raise ArchiveError(f"{archive}: extracting {member} failed ({e or type(e).__name__}); the archive is damaged") from None
+    out = dest / PurePosixPath(member)
+    if not out.is_file() or out.is_symlink():
+        raise ArchiveError(f"{archive}: {member} did not extract to a regular file")
+    return out
+
+
+def sevenzip_command(settings: Settings) -> str | None:
+    """7-Zip's command line (faster than py7zr on big libraries), when installed."""
+    if settings.sevenzip:
+        return settings.sevenzip
+    return shutil.which("7zz") or shutil.which("7z")
+
+
+def extract_member(archive: Path, member: str, dest: Path, settings: Settings, *, engine: str | None = None) -> Path:
+    """Extract only MEMBER of ARCHIVE into the folder DEST; returns the file's path.
+
+    ``engine``: ``"7z"`` (7zz/7z ``e``), ``"py7zr"``, or None for 7-Zip when installed.
+    """
+    seven = sevenzip_command(settings) if engine in (None, "7z") else None
+    if engine == "7z" and not seven:
+        raise UsageError("no 7-Zip command line (7zz/7z) found; set IPEX_AOT_7Z or use the py7zr engine")
+    if not seven:
+        return _extract_py7zr(archive, member, dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    # e: no folders; -spd: the name is literal, not a wildcard; -aoa: the temp folder is ours.
+    proc = subprocess.run([seven, "e", "-y", "-spd", "-aoa", "-bso0", "-bsp0", f"-o{dest}", "--", str(archive), member],
+                          capture_output=True, text=True, errors="replace", check=False)
+    out = dest / PurePosixPath(member).name
+    if proc.returncode != 0 or not out.is_file() or out.is_symlink():
+        raise ArchiveError(f"{archive}: {Path(seven).name} could not extract {member} "
+                           f"(exit {proc.returncode}): {proc.stderr.strip()[-200:]}")
+    return out
+
+
+# --- install -------------------------------------------------------------------------------
+
+def find_library(install_path: str, ipex_dir: Path | None) -> Path:
+    """Where the installed library is: under IPEX_DIR, or beside the package's import spec."""
+    parts = PurePosixPath(install_path).parts
+    package = parts[0]
+    if ipex_dir is not None:
+        ipex_dir = Path(ipex_dir)
+        if not ipex_dir.is_dir():
+            raise InstallError(f"--ipex-dir {ipex_dir} is not a folder")
+        # Accept site-packages (or an app folder holding the package) and the package folder itself.
+        candidates = [ipex_dir.joinpath(*parts), ipex_dir.joinpath(*parts[1:])]
+        where = f"under {ipex_dir}"
+    else:
+        try:
+            spec = importlib.util.find_spec(package)  # a top-level spec: found, not imported
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise InstallError(f"{package} is not installed in this Python ({sys.executable}); "
+                               "give its folder with --ipex-dir")
+        pkg = Path(list(spec.submodule_search_locations)[0])
+        candidates = [pkg.joinpath(*parts[1:])]
+        where = f"in {pkg}"
+    for lib in candidates:
+        if lib.is_file():
+            return lib
+    raise InstallError(f"no {'/'.join(parts[1:])} {where}; is {package} installed there?")
+
+
+def choose_generation(info: ArchiveInfo, generation: str | None, gpus: Sequence[Gpu], db_note: str | None) -> str:
+    folders = info.manifest["folders"]
+    available = ", ".join(sorted(folders, key=_gen_key))
+    if generation:
+        if generation not in folders:
+            raise InstallError(f"{info.path} has no folder {generation}; it has {available}")
+        return generation
+    if not gpus:
+        raise InstallError(f"no Intel GPU found on this machine; give one of {available} with --generation")
+    picks: set[str] = set()
+    for gpu in gpus:
+        if gpu.generation:
+            picks.add(gpu.generation)
+            continue
+        # Without a database answer, the archive's own PCI ID lists may still name one folder; when the
+        # database listed several candidates (stepping unknown), a folder that happens to be alone is a guess.
+        holding = [f for f, e in folders.items() if gpu.pci_id in {str(p).upper() for p in e.get("pci_ids", [])}]
+        if len(holding) == 1 and not gpu.candidates:
+            picks.add(holding[0])
+        else:
+            cands = gpu.candidates or tuple(holding)
+            why = gpu.rule or db_note or "the device database is not available"
+            raise InstallError(f"GPU {gpu.pci_id} rev {gpu.revision}: cannot tell its generation "
+                               f"({', '.join(cands) or 'no candidate in this archive'}; {why}); "
+                               f"give it with --generation (this archive has {available})")
+    if len(picks) > 1:
+        raise InstallError(f"this machine has GPUs of several generations ({', '.join(sorted(picks))}); "
+                           "give one with --generation")
+    (gen,) = picks
+    if gen not in folders:
+        raise InstallError(f"this GPU needs generation {gen}, which {info.path} does not have ({available})")
+    return gen
+
+
+def _gen_key(g: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in g.split("."))
+    except ValueError:
+        return (1 << 30,)
+
+
+def _record_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + RECORD_SUFFIX)
+
+
+def _backup_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + BACKUP_SUFFIX)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_images(path: Path, generation: str, settings: Settings) -> None:
+    """Refuse a library that provably lacks its generation; warn when it cannot be proven here."""
+    from ipex_aot.scan import scan_file
+
+    try:
+        result = scan_file(path, settings=settings)
+    except ScanError as e:
+        raise ArchiveError(f"the library for {generation} in the archive is unreadable: {e.message}") from None
+    if generation in result.generations:
+        return
+    if result.unresolved and not result.generations:
+        log.warn(f"{len(result.unresolved)} device image(s) cannot be mapped to a generation without ocloc; "
+                 "installing on the manifest's word")
+        return
+    raise ArchiveError(f"the library in folder {generation} holds {', '.join(result.generations) or 'no native image'}, "
+                       f"not {generation}; the archive is wrong, nothing was changed")
+
+
+def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, generation: str | None = None,
+            sysfs_root: Path | None = None, db: Any = None, engine: str | None = None) -> dict:
+    """Install one generation's library from ARCHIVE; returns the record written beside it."""
+    archive = Path(archive)
+    with log.step(f"install from {archive.name}"):
+        info = open_archive(archive)
+        lib = find_library(info.manifest["artifact_install_path"], ipex_dir)
+        gpus: list[Gpu] = []
+        db_note = None
+        if not generation:
+            gpus, db_note = detect(settings, sysfs_root=sysfs_root, db=db)
+        gen = choose_generation(info, generation, gpus, db_note)
+        entry = info.manifest["folders"][gen]
+        log.info(f"generation {gen}: {entry['file']} -> {lib}")
+        work = Path(tempfile.mkdtemp(prefix=".ipex-aot-", dir=lib.parent))
+        try:
+            new = extract_member(archive, entry["file"], work, settings, engine=engine)
+            size = new.stat().st_size
+            if "size" in entry and size != entry["size"]:
+                raise ArchiveError(f"{archive}: {entry['file']} is {size} bytes, {MANIFEST} says {entry['size']}; "
+                                   "nothing was changed")
+            digest = sha256_file(new)
+            if digest != entry["sha256"]:
+                raise ArchiveError(f"{archive}: {entry['file']} has sha256 {digest}, {MANIFEST} says {entry['sha256']}; "
+                                   "the archive is damaged or was changed, nothing was changed")
+            _check_images(new, gen, settings)
+            record = _swap_in(lib, new, {"archive": str(archive.resolve()), "generation": gen, "sha256": digest,
+                                         "release": info.manifest.get("release"),
+                                         "recipe": info.manifest.get("recipe")})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        log.info(f"installed {gen} into {lib} (backup {record['backup']})")
+        return record
+
+
+def _swap_in(lib: Path, new: Path, installed: dict) -> dict:
+    record_path, backup = _record_path(lib), _backup_path(lib)
+    current = sha256_file(lib)
+    old: dict | None = None
+    with contextlib.suppress(OSError, ValueError):
+        old = read_json(record_path)
+    keep_backup = bool(old and backup.is_file() and old.get("installed", {}).get("sha256") == current)
+    if keep_backup:
+        # The current library is one we installed: the backup already holds what was there before us.
+        backup_sha = old["backup_sha256"]
+    else:
+        tmp_backup = backup.with_name(backup.name + ".part")
+        with contextlib.suppress(FileNotFoundError):
+            tmp_backup.unlink()
+        try:
+            os.link(lib, tmp_backup)  # same bytes, no copy; the rename below gives lib a new inode
+        except OSError:
+            shutil.copy2(lib, tmp_backup)
+        os.replace(tmp_backup, backup)
+        backup_sha = current
+    record = {"schema": RECORD_SCHEMA, "library": str(lib), "backup": str(backup), "backup_sha256": backup_sha,
+              "installed": installed, "time": _now()}
+    write_json(record_path, record)
+    shutil.copymode(lib, new)
+    os.replace(new, lib)
+    return record
+
+
+def rollback(ipex_dir: Path | None, install_path: str | None, settings: Settings) -> Path:
+    """Put back the library that was there before ``install``; returns its path."""
+    lib = _find_installed(ipex_dir, install_path)
+    record_path, backup = _record_path(lib), _backup_path(lib)
+    try:
+        record = read_json(record_path)
+    except (OSError, ValueError):
+        raise InstallError(f"no install record {record_path}; nothing to roll back") from None
+    if not backup.is_file():
+        if lib.is_file() and sha256_file(lib) == record.get("backup_sha256"):
+            record_path.unlink()
+            raise InstallError(f"{lib} is already the library from before the install; removed the stale record")
+        raise InstallError(f"backup {backup} is missing; reinstall the original package to restore {lib.name}")
+    digest = sha256_file(backup)
+    if digest != record.get("backup_sha256"):
+        raise InstallError(f"backup {backup} has sha256 {digest}, the record says {record.get('backup_sha256')}; "
+                           "left everything as it is")
+    os.replace(backup, lib)
+    record_path.unlink()
+    return lib
+
+
+def _find_installed(ipex_dir: Path | None, install_path: str | None) -> Path:
+    """The library that has an install record: from INSTALL_PATH, or by searching IPEX_DIR for records."""
+    if install_path:
+        return find_library(install_path, ipex_dir)
+    roots = [Path(ipex_dir)] if ipex_dir else []
+    if not roots:
+        for package in ("intel_extension_for_pytorch",):
+            with contextlib.suppress(ImportError, ValueError):
+                spec = importlib.util.find_spec(package)
+                if spec and spec.submodule_search_locations:
+                    roots.append(Path(list(spec.submodule_search_locations)[0]))
+    if not roots:
+        raise InstallError("intel_extension_for_pytorch is not installed in this Python; give its folder with --ipex-dir")
+    records = [p for root in roots for p in root.rglob(f"*{RECORD_SUFFIX}")][:2]
+    if not records:
+        raise InstallError(f"no install record under {', '.join(map(str, roots))}; nothing to roll back")
+    if len(records) > 1:
+        raise InstallError(f"several install records under {roots[0]} ({records[0]}, {records[1]}); give --ipex-dir closer to one")
+    return records[0].with_name(records[0].name[: -len(RECORD_SUFFIX)])
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    d = sub.add_parser("detect", help="list this machine's Intel GPUs and their generations")
+    d.add_argument("--json", action="store_true", help="print JSON on stdout")
+    d.set_defaults(func=_cmd_detect)
+    p = sub.add_parser("install", help="install one generation's library from a release archive (or --rollback)")
+    p.add_argument("archive", nargs="?", help="the release .7z")
+    p.add_argument("--ipex-dir", type=Path, help="site-packages (or the package folder) holding the install")
+    p.add_argument("--generation", help="generation code to install, e.g. 12.55.8 (default: detected)")
+    p.add_argument("--rollback", action="store_true", help="restore the library from before the last install")
+    p.add_argument("--engine", choices=("7z", "py7zr"), help="extractor (default: 7zz/7z when installed)")
+    p.set_defaults(func=_cmd_install)
+
+
+def _cmd_detect(args, settings: Settings) -> int:  # noqa: ANN001
+    gpus, note = detect(settings)
+    if note:
+        log.warn(f"device database not available ({note}); generations not shown")
+    if args.json:
+        print(json.dumps([g.to_json() for g in gpus], indent=2))
+        return 0 if gpus else 1
+    if not gpus:
+        log.info("no Intel GPU found")
+        return 1
+    for g in gpus:
+        rev = f"rev {g.revision:02X}" if g.revision is not None else "rev ?"
+        gen = g.generation or (f"one of {', '.join(g.candidates)}" if g.candidates else "unknown")
+        print(f"{g.slot}  {g.pci_id} {rev}  generation {gen}  {g.name}".rstrip())
+        if not g.generation and g.rule:
+            print(f"    {g.rule}")
+    return 0
+
+
+def _cmd_install(args, settings: Settings) -> int:  # noqa: ANN001
+    if args.rollback:
+        if args.generation:
+            raise UsageError("--rollback takes no --generation")
+        install_path = read_manifest(Path(args.archive))["artifact_install_path"] if args.archive else None
+        lib = rollback(args.ipex_dir, install_path, settings)
+        log.info(f"restored {lib}")
+        return 0
+    if not args.archive:
+        raise UsageError("give the release archive: ipex-aot install ARCHIVE.7z (or --rollback)")
+    install(Path(args.archive), settings, ipex_dir=args.ipex_dir, generation=args.generation, engine=args.engine)
+    return 0

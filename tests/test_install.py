@@ -1,0 +1,311 @@
+"""detect / install / install --rollback on real archives (py7zr, 7zz) and real libraries (tests/libfixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import py7zr
+import pytest
+
+from ipex_aot import install
+from ipex_aot.errors import ArchiveError, InstallError
+from ipex_aot.fsutil import sha256_file
+from ipex_aot.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+import libfixtures as L  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "install"
+INSTALL_PATH = "ipex_aot_fixture/lib/libgpu.so"
+pytestmark = pytest.mark.skipif(not L.have_tools(), reason="needs ocloc and gcc")
+
+
+def ids(name: str) -> list[str]:
+    out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    return Settings.from_env({"IPEX_AOT_CACHE": str(tmp_path_factory.mktemp("cache")),
+                              "IPEX_AOT_DIST": str(tmp_path_factory.mktemp("dist"))})
+
+
+@pytest.fixture(scope="module")
+def db(settings):
+    """A real device database for two PCI IDs, swept with the installed ocloc."""
+    from ipex_aot import devices
+    from ipex_aot.ocloc import find_ocloc
+
+    ocloc = find_ocloc(settings)
+    result = devices.sweep(ocloc, [0x56A0, 0x0BD5], jobs=2)
+    rows = devices.build_rows(result, devices.read_pci_names(devices.pci_ids_file()))
+    return devices.DeviceDatabase(ocloc.to_json(), rows, result.names, result.groups)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """An archive with two generation folders, like pack writes it (built here with py7zr)."""
+    tmp = tmp_path_factory.mktemp("release")
+    g10, pvc = ids("acm-g10")[0], ids("pvc")[0]
+    libs = {g10: L.build_elf_library(tmp / g10 / "libgpu.so", [L.ocloc_image("acm-g10")]),
+            pvc: L.build_elf_library(tmp / pvc / "libgpu.so", [L.ocloc_image("pvc")])}
+    archive = make_archive(tmp / "r.7z", libs, pci_ids={g10: ["56A0"], pvc: ["0BD5"]})
+    return archive, libs
+
+
+def make_archive(path: Path, libs: dict[str, Path], *, pci_ids: dict | None = None, hashes: dict | None = None,
+                 extra: dict[str, bytes] | None = None) -> Path:
+    manifest = {"schema": 1, "recipe": "fixture", "release": "0.1.0", "artifact_install_path": INSTALL_PATH,
+                "folders": {}}
+    with py7zr.SevenZipFile(path, "w") as z:
+        for gen, lib in libs.items():
+            manifest["folders"][gen] = {"generation": gen, "file": f"{gen}/libgpu.so",
+                                        "sha256": (hashes or {}).get(gen, sha256_file(lib)),
+                                        "size": lib.stat().st_size, "pci_ids": (pci_ids or {}).get(gen, [])}
+            z.write(lib, f"{gen}/libgpu.so")
+        for name, data in (extra or {}).items():
+            z.writestr(data, name)
+        z.writestr(json.dumps(manifest).encode(), "manifest.json")
+    return path
+
+
+def site(tmp_path: Path, content: bytes = b"the JIT-only library\n") -> tuple[Path, Path]:
+    root = tmp_path / "site-packages"
+    lib = root / INSTALL_PATH
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(content)
+    return root, lib
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".ipex-aot-") or p.suffix == ".part")
+
+
+# --- detect ---------------------------------------------------------------------------------
+
+def fake_sysfs(tmp_path: Path, devices: dict[str, tuple[str, str, str, str]]) -> Path:
+    for slot, (vendor, device, klass, rev) in devices.items():
+        d = tmp_path / "sys" / "bus" / "pci" / "devices" / slot
+        d.mkdir(parents=True)
+        for name, value in (("vendor", vendor), ("device", device), ("class", klass), ("revision", rev)):
+            (d / name).write_text(value + "\n")
+    return tmp_path / "sys"
+
+
+def test_sysfs_lists_intel_display_controllers_only(tmp_path, settings, db):
+    root = fake_sysfs(tmp_path, {"0000:03:00.0": ("0x8086", "0x56a0", "0x030000", "0x08"),
+                                 "0000:00:02.0": ("0x8086", "0x0bd5", "0x038000", "0x2f"),
+                                 "0000:00:00.0": ("0x8086", "0x4660", "0x060000", "0x02"),  # host bridge
+                                 "0000:01:00.0": ("0x10de", "0x2504", "0x030000", "0xa1")})
+    gpus, note = install.detect(settings, sysfs_root=root, db=db)
+    assert note is None
+    assert [(g.slot, g.pci_id, g.revision) for g in gpus] == [("0000:00:02.0", "0BD5", 0x2F), ("0000:03:00.0", "56A0", 8)]
+    a770 = gpus[1]
+    assert a770.generation == db.lookup("56A0", 8).generation == ids("acm-g10")[0]
+
+
+def test_detect_real_sysfs_does_not_fail():
+    assert all(g.pci_id for g in install.gpus_from_sysfs())
+
+
+def test_powershell_sample_parses():
+    gpus = install.parse_powershell((DATA / "powershell-win32-videocontroller.json").read_text())
+    assert [(g.pci_id, g.revision) for g in gpus] == [("56A0", 8), ("4680", 12)]
+    one = json.dumps(json.loads((DATA / "powershell-win32-videocontroller.json").read_text())[0])
+    assert [g.pci_id for g in install.parse_powershell(one)] == ["56A0"]  # one adapter: an object, not a list
+    with pytest.raises(Exception, match="not JSON"):
+        install.parse_powershell("Get-CimInstance : Access denied")
+
+
+# --- install --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["py7zr", "7z"])
+def test_install_extracts_one_folder_and_rolls_back(tmp_path, settings, release, engine, monkeypatch):
+    if engine == "7z" and not install.sevenzip_command(settings):
+        pytest.skip("no 7zz/7z")
+    archive, libs = release
+    root, lib = site(tmp_path)
+    original = lib.read_bytes()
+    pvc = ids("pvc")[0]
+    extracted: list[str] = []
+    real = install.extract_member
+    monkeypatch.setattr(install, "extract_member",
+                        lambda a, m, d, s, **k: extracted.append(m) or real(a, m, d, s, **k))
+    record = install.install(archive, settings, ipex_dir=root, generation=pvc, engine=engine)
+    assert extracted == [f"{pvc}/libgpu.so"]  # only that folder's file left the archive
+    assert lib.read_bytes() == libs[pvc].read_bytes()
+    assert sorted(p.name for p in lib.parent.iterdir()) == ["libgpu.so", "libgpu.so.ipex-aot-backup",
+                                                           "libgpu.so.ipex-aot.json"]
+    assert record["installed"]["generation"] == pvc
+    # Installing again keeps the backup of the original, not of our own library.
+    install.install(archive, settings, ipex_dir=root, generation=ids("acm-g10")[0], engine=engine)
+    assert install.rollback(root, None, settings) == lib
+    assert lib.read_bytes() == original
+    assert sorted(p.name for p in lib.parent.iterdir()) == ["libgpu.so"]
+    with pytest.raises(InstallError, match="nothing to roll back"):
+        install.rollback(root, None, settings)
+
+
+def test_install_picks_the_detected_generation(tmp_path, settings, release, db):
+    archive, libs = release
+    root, lib = site(tmp_path)
+    sysfs = fake_sysfs(tmp_path, {"0000:03:00.0": ("0x8086", "0x56a0", "0x030000", "0x08")})
+    install.install(archive, settings, ipex_dir=root / "ipex_aot_fixture", sysfs_root=sysfs, db=db)
+    assert lib.read_bytes() == libs[ids("acm-g10")[0]].read_bytes()
+
+
+def test_install_refuses_an_unknown_stepping_without_a_guess(tmp_path, settings, release, db):
+    archive, _ = release
+    root, lib = site(tmp_path)
+    sysfs = fake_sysfs(tmp_path, {"0000:03:00.0": ("0x8086", "0x56a0", "0x030000", "0x02")})
+    before = lib.read_bytes()
+    with pytest.raises(InstallError, match="--generation"):
+        install.install(archive, settings, ipex_dir=root, sysfs_root=sysfs, db=db)
+    assert lib.read_bytes() == before and leftovers(lib.parent) == []
+
+
+def test_hash_mismatch_leaves_the_old_library(tmp_path, settings, release):
+    _, libs = release
+    pvc = ids("pvc")[0]
+    bad = make_archive(tmp_path / "bad.7z", libs, hashes={pvc: "0" * 64})
+    root, lib = site(tmp_path)
+    with pytest.raises(ArchiveError, match="sha256"):
+        install.install(bad, settings, ipex_dir=root, generation=pvc)
+    assert lib.read_bytes() == b"the JIT-only library\n"
+    assert sorted(p.name for p in lib.parent.iterdir()) == ["libgpu.so"]
+
+
+def test_folder_holding_the_wrong_generation_is_refused(tmp_path, settings, release):
+    _, libs = release
+    g10, pvc = ids("acm-g10")[0], ids("pvc")[0]
+    wrong = make_archive(tmp_path / "wrong.7z", {g10: libs[pvc]})
+    root, lib = site(tmp_path)
+    with pytest.raises(ArchiveError, match=f"not {g10}"):
+        install.install(wrong, settings, ipex_dir=root, generation=g10)
+    assert lib.read_bytes() == b"the JIT-only library\n"
+
+
+def seven_zip(tmp_path: Path, name: str, files: list[str], *flags: str, cwd: Path) -> Path:
+    exe = shutil.which("7zz") or shutil.which("7z")
+    if not exe:
+        pytest.skip("needs 7zz to write unsafe entries (py7zr refuses to)")
+    out = tmp_path / name
+    subprocess.run([exe, "a", *flags, "-bso0", "-bsp0", str(out), *files], cwd=cwd, check=True)
+    return out
+
+
+def test_dotdot_and_absolute_entries_are_refused_before_anything(tmp_path, settings, release):
+    archive, _ = release
+    work = tmp_path / "w" / "sub"
+    work.mkdir(parents=True)
+    (tmp_path / "w" / "evil.so").write_bytes(b"x")
+    for name, files in (("dots.7z", ["../evil.so"]), ("abs.7z", [str(tmp_path / "w" / "evil.so")])):
+        bad = tmp_path / name
+        shutil.copy(archive, bad)
+        seven_zip(tmp_path, name, files, "-spf", cwd=work)
+        root, lib = site(tmp_path / name.split(".")[0])
+        with pytest.raises(ArchiveError, match="absolute path|'..' component"):
+            install.install(bad, settings, ipex_dir=root, generation=ids("pvc")[0])
+        assert lib.read_bytes() == b"the JIT-only library\n" and leftovers(lib.parent) == []
+
+
+@pytest.mark.parametrize("writer", ["py7zr", "7zz"])
+def test_link_entries_are_refused(tmp_path, settings, release, writer):
+    archive, libs = release
+    work = tmp_path / "w"
+    work.mkdir()
+    os.symlink("/etc/passwd", work / "link")
+    bad = tmp_path / "link.7z"
+    if writer == "py7zr":
+        with py7zr.SevenZipFile(bad, "w") as z:
+            z.write(work / "link", "link")  # first: py7zr looks up link targets among earlier entries
+            with py7zr.SevenZipFile(archive) as src:
+                names = src.getnames()
+            for name in names:
+                if name.endswith(".so"):
+                    z.write(libs[name.split("/")[0]], name)
+            z.writestr(b'{"folders": {}}', "manifest.json")
+    else:
+        shutil.copy(archive, bad)
+        seven_zip(tmp_path, "link.7z", ["link"], "-snl", cwd=work)
+    root, lib = site(tmp_path)
+    with pytest.raises(ArchiveError, match="link"):
+        install.install(bad, settings, ipex_dir=root, generation=ids("pvc")[0])
+    assert lib.read_bytes() == b"the JIT-only library\n"
+
+
+def test_interrupted_swap_keeps_the_old_library(tmp_path, settings, release, monkeypatch):
+    archive, _ = release
+    root, lib = site(tmp_path)
+    real_replace = os.replace
+
+    def crash(src, dst, *a, **k):
+        if Path(dst) == lib:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(install.os, "replace", crash)
+    with pytest.raises(OSError):
+        install.install(archive, settings, ipex_dir=root, generation=ids("pvc")[0])
+    assert lib.read_bytes() == b"the JIT-only library\n"
+    assert leftovers(lib.parent) == []  # the temporary folder is gone
+
+
+def test_killed_install_keeps_the_old_library(tmp_path, settings, release):
+    """A real process killed at the swap: the library is the old one or the new one, never a mix."""
+    archive, libs = release
+    root, lib = site(tmp_path)
+    pvc = ids("pvc")[0]
+    code = ("import os, sys; from pathlib import Path; from ipex_aot import install; from ipex_aot.settings import Settings\n"
+            "real = os.replace\n"
+            "def die(s, d, *a, **k):\n"
+            "    if Path(d).name == 'libgpu.so': os._exit(9)\n"
+            "    return real(s, d, *a, **k)\n"
+            "install.os.replace = die\n"
+            f"install.install(Path({str(archive)!r}), Settings.from_env(), ipex_dir=Path({str(root)!r}), generation={pvc!r})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "IPEX_AOT_CACHE": str(settings.cache_dir)})
+    assert proc.returncode == 9, proc.stderr
+    assert lib.read_bytes() == b"the JIT-only library\n"
+    # A new install after the crash works and still backs up the original.
+    install.install(archive, settings, ipex_dir=root, generation=pvc)
+    install.rollback(root, None, settings)
+    assert lib.read_bytes() == b"the JIT-only library\n"
+
+
+def test_missing_install_and_missing_folder(tmp_path, settings, release):
+    archive, _ = release
+    with pytest.raises(InstallError, match="installed there"):
+        install.install(archive, settings, ipex_dir=tmp_path, generation=ids("pvc")[0])
+    root, _ = site(tmp_path)
+    with pytest.raises(InstallError, match="has no folder 1.2.3"):
+        install.install(archive, settings, ipex_dir=root, generation="1.2.3")
+    (tmp_path / "junk.7z").write_bytes(b"not an archive")
+    with pytest.raises(ArchiveError, match="not a readable 7z"):
+        install.install(tmp_path / "junk.7z", settings, ipex_dir=root, generation="1.2.3")
+
+
+def test_cli_install_and_rollback(tmp_path, settings, release):
+    archive, libs = release
+    root, lib = site(tmp_path)
+    env = {**os.environ, "IPEX_AOT_CACHE": str(settings.cache_dir)}
+    pvc = ids("pvc")[0]
+    run = [sys.executable, "-m", "ipex_aot", "install"]
+    proc = subprocess.run([*run, str(archive), "--ipex-dir", str(root), "--generation", pvc],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert lib.read_bytes() == libs[pvc].read_bytes()
+    proc = subprocess.run([*run, "--rollback", "--ipex-dir", str(root)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert lib.read_bytes() == b"the JIT-only library\n"
+    proc = subprocess.run([*run, str(archive), "--ipex-dir", str(root), "--generation", "9.9.9"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == InstallError.exit_code
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "9.9.9" in errors[0] and "Traceback" not in proc.stderr
