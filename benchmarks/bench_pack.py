@@ -76,11 +76,16 @@ def measure(cmd: list[str], *, env: dict | None = None, cwd: str | None = None) 
         done.set()
         sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        log = err.read()
         if proc.returncode != 0:
-            err.seek(0)
-            sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.read()[-2000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_gb": round(peak[0] / 1e9, 2)}
+            sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{log[-2000:]}")
+    result = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+              "peak_rss_gb": round(peak[0] / 1e9, 2)}
+    steps = [line for line in log.splitlines() if line.startswith(("<== ", "pieces:", "parallel LZMA2"))]
+    if steps:
+        result["log"] = steps
+    return result
 
 
 def make_slices(libs: list[Path], dsts: list[Path], limit: int) -> None:

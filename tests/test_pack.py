@@ -72,8 +72,9 @@ def settings_for(dist, cache, jobs=2):
     return Settings.from_env({"IPEX_AOT_DIST": str(dist), "MAX_JOBS": str(jobs), "IPEX_AOT_CACHE": str(cache)})
 
 
-def do_pack(dist, cache, engine="parallel"):
-    return pack.pack("recipes/demo.yaml", settings_for(dist, cache), options=pack.PackOptions(engine=engine, jobs=2))
+def do_pack(dist, cache, engine="parallel", jobs=2):
+    return pack.pack("recipes/demo.yaml", settings_for(dist, cache, jobs),
+                     options=pack.PackOptions(engine=engine, jobs=jobs))
 
 
 def test_pack_writes_folders_manifest_and_support(tmp_path, libraries, cache):
@@ -123,6 +124,7 @@ def test_same_inputs_give_the_same_bytes(tmp_path, libraries, cache, engine):
     assert first == second
     other = make_dist(tmp_path / "dist2", libraries)
     assert do_pack(other, cache, engine).archive.read_bytes() == first  # nor the folder it was built in
+    assert do_pack(other, cache, engine, jobs=1).archive.read_bytes() == first  # nor the number of cores
 
 
 @pytest.mark.skipif(SEVEN is None, reason="7-Zip command line not installed")

@@ -456,8 +456,12 @@ def encode_parallel(
         start, end = bounds[i]
         part = out_path.with_name(f"{out_path.name}.piece{i}")
         began = time.monotonic()
+        # A piece cannot reach back past its preset, so its encoder needs no larger window than
+        # preset + piece: same output, far less memory for early pieces.
+        window = min(options.dict_size, max(1 << 16, -(-(min(start, options.dict_size) + end - start) // ALIGN) * ALIGN))
         with open(part, "wb") as f:
-            encode_piece(source, start, end, options, f.write, tick, last=i == len(bounds) - 1)
+            encode_piece(source, start, end, replace(options, dict_size=window), f.write, tick,
+                         last=i == len(bounds) - 1)
         seconds[i] = time.monotonic() - began
         return part
 
