@@ -61,12 +61,22 @@ def make_build(dist: Path, wheel: Path, generation: str, recipe: str = "canary")
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory) -> None:
+    """One cache for the session: scan's ocloc signatures are compiled once, not once per test."""
+    global CACHE
+    CACHE = tmp_path_factory.mktemp("cache")
+
+
+CACHE: Path | None = None
+
+
 def settings_for(tmp_path: Path) -> Settings:
-    return Settings.from_env({"IPEX_AOT_DIST": str(tmp_path / "dist"), "IPEX_AOT_CACHE": str(tmp_path / "cache")})
+    return Settings.from_env({"IPEX_AOT_DIST": str(tmp_path / "dist"), "IPEX_AOT_CACHE": str(CACHE)})
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, IPEX_AOT_DIST=str(tmp_path / "dist"), IPEX_AOT_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, IPEX_AOT_DIST=str(tmp_path / "dist"), IPEX_AOT_CACHE=str(CACHE))
     return subprocess.run([sys.executable, "-m", "ipex_aot", "conformance", *args], env=env, capture_output=True,
                           text=True, cwd=REPO)
 
@@ -97,7 +107,6 @@ def test_cpu_run_passes_end_to_end(tmp_path, canary_wheel):
     written = json.loads((tmp_path / "dist" / "canary" / "conformance" / "12.55.8-cpu.json").read_text())
     assert written == report
     assert "12.55.8 cpu: PASS" in proc.stderr
-    assert report["duration_s"] < 60
 
 
 @needs_tools
