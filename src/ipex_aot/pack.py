@@ -405,7 +405,7 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
             os.utime(path, (mtime, mtime), follow_symlinks=False)
         # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
         cmd = [exe, "a", "-t7z", "-m0=lzma2", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
-               "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
+               "-mtm=off", "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
         run = subprocess.run(cmd, cwd=stage, capture_output=True, text=True)
         if run.returncode != 0:
             raise ArchiveError(f"{Path(exe).name} failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-400:]}")
