@@ -133,3 +133,16 @@ def test_hand_written_7z_opens_everywhere(tmp_path):
     data[32 + len(packed) + result.packed_size // 2] ^= 0xFF
     (tmp_path / "bad.7z").write_bytes(bytes(data))
     assert subprocess.run([seven, "t", str(tmp_path / "bad.7z")], capture_output=True).returncode != 0
+
+
+def test_workers_fit_the_memory_budget():
+    from ipex_aot import pack
+
+    one = lzma2.Lzma2Options(dict_size=1536 << 20, mf="hc4").memusage()
+    assert 9 << 30 < one < 11 << 30  # liblzma's own estimate for a 1.5 GiB hc4 encoder
+    opts = pack.PackOptions(jobs=4, memory=11 << 30)
+    assert pack.plan_workers(4 << 30, 1536 << 20, opts) == (1, one)
+    assert pack.plan_workers(4 << 30, 1536 << 20, pack.PackOptions(jobs=4, memory=22 << 30))[0] == 2
+    # small inputs: the window never exceeds the data, so all cores fit
+    assert pack.plan_workers(300 << 20, 1536 << 20, opts)[0] == 4
+    assert pack.parse_size("1536m") == 1536 << 20 and pack.parse_size("1.5g") == 1536 << 20
