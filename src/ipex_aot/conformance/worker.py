@@ -174,6 +174,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         # fp32 means fp32: TF32 would need float16-like tolerances.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
     from ipex_aot.conformance.workloads import WORKLOADS, run_workload
 
     dtypes = spec.get("dtypes") or _supported_dtypes(torch, device)
