@@ -582,14 +582,30 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
                     cands = [v for v in cands if v not in version_info or version_info[v].stepping == step] or cands
                 return cands[0] if len(cands) == 1 else None
 
-            order = sorted(hits)
-            defaults = _compile_all(runner, [(f"0x{i:04x}", None) for i in order], source, spirv,
-                                    "compiling each matched PCI ID")
+            # One ID per target first. When the hardware its binary names (product family, core)
+            # belongs to a single known generation, every ID of that target is that generation and
+            # need not be compiled; the others (DG2, PVC …) are compiled ID by ID.
+            by_target: dict[str, list[int]] = collections.defaultdict(list)
+            for i in sorted(hits):
+                by_target[hits[i]].append(i)
+            firsts = [members[0] for members in by_target.values()]
+            first_info = dict(zip(firsts, _compile_all(runner, [(f"0x{i:04x}", None) for i in firsts], source,
+                                                       spirv, "compiling one ID per target"), strict=True))
+            settled: set[int] = set()
+            for members in by_target.values():
+                info = first_info[members[0]]
+                if info is not None and not info.ip_version and \
+                        sum(vi.hardware == info.hardware for vi in version_info.values()) == 1:
+                    settled.update(members)
+            order = [i for i in sorted(hits) if i not in settled and i not in first_info]
+            rest = dict(zip(order, _compile_all(runner, [(f"0x{i:04x}", None) for i in order], source, spirv,
+                                                "compiling each ID of the other targets"), strict=True))
             # IDs that compile to the same bytes for the same target are the same hardware to ocloc:
             # probe the steppings once per such class.
             classes: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
             default_info: dict[int, BinaryInfo] = {}
-            for i, info in zip(order, defaults, strict=True):
+            for i in sorted(hits):
+                info = first_info.get(i) or rest.get(i) or (first_info[by_target[hits[i]][0]] if i in settled else None)
                 if info is None:
                     skipped.append(f"{i:04X}")
                     continue
