@@ -236,6 +236,8 @@ class _Section:
     offset: int  # file offset, -1 when the section has no file data
     size: int  # bytes of file data
     rva: int = -1
+    #: False for code, symbol, string and relocation tables: no linker puts device images there.
+    searchable: bool = True
 
 
 def _elf_sections(b: _Buf) -> list[_Section]:
@@ -261,12 +263,14 @@ def _elf_sections(b: _Buf) -> list[_Section]:
     str_off, str_size = heads[shstrndx][4], heads[shstrndx][5]
     b.need(str_off, str_size, "ELF section-name table")
     out = []
-    for name_off, sh_type, _flags, addr, off, size in heads:
+    for name_off, sh_type, flags, addr, off, size in heads:
         name = b.cstr(str_off + name_off, max(0, str_size - name_off), "section name") if name_off < str_size else ""
         has_data = sh_type != 8 and sh_type != 0  # SHT_NOBITS, SHT_NULL
         if has_data:
             b.need(off, size, f"section {name}")
-        out.append(_Section(name, addr, off if has_data else -1, size if has_data else 0))
+        # SHF_EXECINSTR; SYMTAB STRTAB RELA HASH DYNAMIC REL DYNSYM and the GNU/OS-specific tables.
+        searchable = not (flags & 0x4) and sh_type not in (2, 3, 4, 5, 6, 9, 11) and sh_type < 0x60000000
+        out.append(_Section(name, addr, off if has_data else -1, size if has_data else 0, -1, searchable))
     return out
 
 
@@ -290,13 +294,15 @@ def _pe_sections(b: _Buf) -> list[_Section]:
     out = []
     for i in range(nsec):
         raw_name, vsize, va, rawsize, rawptr = struct.unpack_from("<8sIIII", b.v, table + 40 * i)
+        characteristics, = struct.unpack_from("<I", b.v, table + 40 * i + 36)
+        searchable = not characteristics & 0x20000020  # IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE
         name = raw_name.rstrip(b"\0").decode("utf-8", "replace")
         if name.startswith("/") and name[1:].isdigit() and strtab >= 0:
             name = b.cstr(strtab + int(name[1:]), 1024, "COFF string table")
         size = min(vsize, rawsize) if vsize else rawsize
         if rawptr and size:
             b.need(rawptr, size, f"section {name}")
-            out.append(_Section(name, image_base + va, rawptr, size, va))
+            out.append(_Section(name, image_base + va, rawptr, size, va, searchable))
         else:
             out.append(_Section(name, image_base + va, -1, 0, va))
     return out
@@ -470,24 +476,28 @@ class _Scanner:
         return self._sigs
 
     # one top-level blob
-    def blob(self, off: int, size: int, hint: str) -> int:
-        """Record the images of the blob at OFF (SIZE bytes, or -1: up to the end of its region); returns its size."""
+    def blob(self, off: int, size: int, hint: str, strict: bool = True) -> int:
+        """Record the images of the blob at OFF (at most SIZE bytes); returns the bytes it used.
+
+        Not STRICT: SIZE is only a limit (the region's end), as for a fat binary
+        found in a section without a table, which ends where its members end.
+        """
         self.top += 1
         if self.top > MAX_IMAGES:
             raise ScanError(f"{self.path}: more than {MAX_IMAGES} embedded images; not a library this tool understands")
-        v = self.v[off:off + size] if size >= 0 else self.v[off:]
+        v = self.v[off:off + size]
         head = bytes(v[:8])
         if head == AR_MAGIC:
-            return self.fat(off, len(v) if size >= 0 else -1)
+            return self.fat(off, len(v), strict=strict)
         if head[:4] == SPIRV_MAGIC:
             self.images.append(Image("spirv", "spirv", off, len(v), how=hint))
             return len(v)
         return self.native(off, v, hint, None)
 
-    def fat(self, off: int, size: int) -> int:
-        end = off + size if size >= 0 else self.b.n
+    def fat(self, off: int, size: int, strict: bool = True) -> int:
+        end = off + size
         last = off + 8
-        for name, data, msize in _ar_members(self.v, off, end, self.path, strict=size >= 0):
+        for name, data, msize in _ar_members(self.v, off, end, self.path, strict=strict):
             last = data + msize
             if name.startswith("pad_"):
                 continue
@@ -497,7 +507,7 @@ class _Scanner:
                 continue
             m = _GEN_ENTRY_RE.match(name)
             self.native(data, self.v[data:data + msize], f"fat-binary entry {name}", m.group(1) if m else None)
-        return (last - off) if size < 0 else size
+        return size if strict else last - off
 
     def native(self, off: int, v: memoryview, hint: str, named: str | None) -> int:
         if named:
@@ -551,28 +561,58 @@ class _Scanner:
         return True
 
     def walk(self, start: int, end: int, hint: str, require: bool) -> None:
-        """Images laid out one after another in [start, end): parse, skip, find the next magic."""
+        """Images laid out one after another in [start, end): parse, skip, find the next magic.
+
+        Images usually follow each other after a little zero padding, so the
+        next one is first looked for right there; only when that fails is the
+        region searched, which keeps a 1.5 GB section to one pass.
+        """
         finder = _MagicFinder(self.v, start, end)
         pos = start
         found = 0
         while pos < end:
-            nxt = finder.next(pos)
+            nxt = self._chained(pos, end) if found else None
+            if nxt is None:
+                nxt = finder.next(pos)
             if nxt is None:
                 break
             pos = nxt
-            stop = finder.next(pos + 1)
-            if bytes(self.v[pos:pos + 4]) in (SPIRV_MAGIC, CTNI_MAGIC):
+            head = bytes(self.v[pos:pos + 8])
+            if head[:4] in (SPIRV_MAGIC, CTNI_MAGIC):
                 # Neither SPIR-V nor a raw patch-token program has a length field:
                 # it runs to the next image or the end of the region.
+                stop = finder.next(pos + 1)
                 used = self.blob(pos, (stop if stop is not None else end) - pos, hint)
+            elif head == AR_MAGIC:
+                used = self.blob(pos, end - pos, hint, strict=False)
             else:
-                used = self.blob(pos, -1 if bytes(self.v[pos:pos + 8]) == AR_MAGIC else (end - pos), hint)
-                if bytes(self.v[pos:pos + 8]) == AR_MAGIC and pos + used > end:
-                    raise ScanError(f"{self.path}: fat binary at offset {pos:#x} runs past its section")
+                used = self.blob(pos, end - pos, hint)
             found += 1
             pos += max(used, 1)
         if require and not found:
             raise ScanError(f"{self.path}: {hint} holds no device image ocloc writes")
+
+    def _chained(self, pos: int, end: int) -> int | None:
+        """The image that starts right after POS, past up to 4 KiB of zero padding."""
+        chunk = bytes(self.v[pos:min(end, pos + 4096)])
+        at = pos + len(chunk) - len(chunk.lstrip(b"\0"))
+        if at >= pos + len(chunk):
+            return None
+        head = bytes(self.v[at:at + 8])
+        for pat in (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC):
+            if head.startswith(pat) and _plausible(self.v, pat, at, end):
+                return at
+        return None
+
+
+def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(regions):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _containing(spans: list[tuple[int, _Section]], addr: int, size: int) -> _Section | None:
@@ -603,36 +643,37 @@ class _MagicFinder:
             return hit
         while True:
             hit = self.obj.find(pat, pos, self.end)
-            if hit < 0 or self._plausible(pat, hit):
+            if hit < 0 or _plausible(self.v, pat, hit, self.end):
                 break
             pos = hit + 1
         self.cache[pat] = hit
         return hit
 
-    def _plausible(self, pat: bytes, at: int) -> bool:
-        v = self.v
-        if pat == SPIRV_MAGIC:
-            if at % 4 or at + 20 > self.end:
-                return False
-            version, _gen, bound, schema = struct.unpack_from("<IIII", v, at + 4)
-            return 0x10000 <= version <= 0x10600 and not version & 0xFF0000FF and 0 < bound < (1 << 24) and schema == 0
-        if pat == ELF_MAGIC:
-            if at + 64 > self.end or v[at + 4] != 2 or v[at + 5] != 1:
-                return False
-            e_type, e_machine = struct.unpack_from("<HH", v, at + 16)
-            return e_machine == EM_INTELGT or (e_type in ET_OPENCL and e_machine == 0)
-        if pat == AR_MAGIC:
-            return at + 68 <= self.end and bytes(v[at + 66:at + 68]) == b"`\n"
-        if pat == CTNI_MAGIC:
-            if at + 28 > self.end:
-                return False
-            _m, version, _core, ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, at)
-            return ptr in (4, 8) and version < 10000 and stepping < 64
-        return True
-
     def next(self, pos: int) -> int | None:
         hits = [h for h in (self._find(p, pos) for p in (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)) if h >= 0]
         return min(hits) if hits else None
+
+
+def _plausible(v: memoryview, pat: bytes, at: int, end: int) -> bool:
+    """Whether the PAT hit at AT looks like the start of an image (not stray bytes)."""
+    if pat == SPIRV_MAGIC:
+        if at % 4 or at + 20 > end:
+            return False
+        version, _gen, bound, schema = struct.unpack_from("<IIII", v, at + 4)
+        return 0x10000 <= version <= 0x10600 and not version & 0xFF0000FF and 0 < bound < (1 << 24) and schema == 0
+    if pat == ELF_MAGIC:
+        if at + 64 > end or v[at + 4] != 2 or v[at + 5] != 1:
+            return False
+        e_type, e_machine = struct.unpack_from("<HH", v, at + 16)
+        return e_machine == EM_INTELGT or (e_type in ET_OPENCL and e_machine == 0)
+    if pat == AR_MAGIC:
+        return at + 68 <= end and bytes(v[at + 66:at + 68]) == b"`\n"
+    if pat == CTNI_MAGIC:
+        if at + 28 > end:
+            return False
+        _m, version, _core, ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, at)
+        return ptr in (4, 8) and version < 10000 and stepping < 64
+    return True
 
 
 def _open(path: Path) -> tuple[Any, memoryview]:
@@ -656,13 +697,17 @@ def _open(path: Path) -> tuple[Any, memoryview]:
 
 
 def scan_file(path: str | Path, *, settings: Settings | None = None,
-              signatures: Signatures | None = None) -> ScanResult:
+              signatures: Signatures | None = None, method: str | None = None) -> ScanResult:
     """List the device images PATH embeds; ScanError on unreadable, truncated or malformed input.
 
     ``signatures`` (or, lazily, :func:`load_signatures` with ``settings``)
     map zebins without a product-config note and patch-token binaries to
     generations; without ocloc those images stay in ``unresolved``.
+    ``method`` forces a way of finding images in a PE/ELF library
+    (``"tgtimg"``, ``"sections"``, ``"byte-pattern"``), for tests and benchmarks.
     """
+    if method not in (None, "tgtimg", "sections", "byte-pattern"):
+        raise ValueError(f"method={method!r}")
     path = Path(path)
 
     def sigs() -> Signatures | None:
@@ -675,7 +720,7 @@ def scan_file(path: str | Path, *, settings: Settings | None = None,
 
     mm, view = _open(path)
     try:
-        return _scan(str(path), view, sigs)
+        return _scan(str(path), view, sigs, method)
     except (struct.error, IndexError, ValueError, OverflowError) as e:
         raise ScanError(f"{path}: malformed file: {e}") from None
     finally:
@@ -685,7 +730,7 @@ def scan_file(path: str | Path, *, settings: Settings | None = None,
             mm.close()
 
 
-def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None]) -> ScanResult:
+def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], method: str | None = None) -> ScanResult:
     s = _Scanner(path, v, sigs)
     head = bytes(v[:8])
     names: list[str] = []
@@ -712,6 +757,10 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None]) -> Sc
         names = [x.name for x in sections]
         bundles = [x for x in sections if x.name.startswith(BUNDLE_PREFIX) and x.offset >= 0]
         table = next((x for x in sections if x.name == TGTIMG), None)
+        if method == "byte-pattern":
+            bundles, table = [], None
+        elif method == "sections":
+            table = None
         if table is not None and s.from_table(table, sections):
             found_by = "tgtimg"
         elif bundles:
@@ -720,7 +769,10 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None]) -> Sc
                 s.walk(sec.offset, sec.offset + sec.size, f"section {sec.name}", require=False)
         else:
             found_by = "byte-pattern"
-            s.walk(0, len(v), "byte pattern", require=False)
+            # Only data sections; a file whose sections cover nothing is searched whole.
+            regions = [(x.offset, x.offset + x.size) for x in sections if x.searchable and x.offset >= 0 and x.size]
+            for start, end in _merge(regions) or [(0, len(v))]:
+                s.walk(start, end, "byte pattern", require=False)
     else:
         raise ScanError(f"{path}: not a PE DLL, an ELF library, an ocloc fat binary, a zebin or SPIR-V "
                         f"(starts with {head[:4].hex()})")
