@@ -310,8 +310,9 @@ def _semantic_checks(data: Mapping[str, Any]) -> None:
     if toolchain["compiler"] in ("icx", "icpx") and not toolchain.get("oneapi"):
         raise _Located("toolchain.compiler", 0, f"{toolchain['compiler']} comes with oneAPI; add toolchain.oneapi "
                        "(the oneAPI Base Toolkit version, e.g. 2025.0.1)")
-    if toolchain["compiler"] == "icx" and "linux-x86_64" in toolchain["platforms"] and len(toolchain["platforms"]) == 1:
-        raise _Located("toolchain.compiler", 0, "icx is the Windows (clang-cl mode) driver; use icpx for linux-x86_64")
+    if toolchain["compiler"] == "icpx" and "windows-x86_64" in toolchain["platforms"]:
+        raise _Located("toolchain.compiler", 0, "icpx is the Linux driver; write icx (Windows builds use it in clang-cl "
+                       "mode, Linux builds its icpx sibling)")
     artifacts = build.get("artifact") or {}
     for plat in toolchain["platforms"]:
         if artifacts and plat not in artifacts:

@@ -201,6 +201,14 @@ def _run_version(cmd: Sequence[str], env: Mapping[str, str], what: str, hint: st
     return out.splitlines()[0].strip()
 
 
+def compiler_command(compiler: str, windows: bool | None = None) -> str:
+    """icx names the oneAPI DPC++ compiler: icx on Windows (clang-cl mode), its icpx driver on Linux."""
+    windows = sys.platform == "win32" if windows is None else windows
+    if compiler in ("icx", "icpx"):
+        return "icx" if windows else "icpx"
+    return compiler
+
+
 def compiler_version(line: str) -> str | None:
     """The oneAPI version in ``icpx --version``'s first line, e.g. 2025.0.1."""
     m = _VERSION_RE.search(line)
@@ -238,7 +246,7 @@ def preflight(recipe: Recipe, settings: Settings, env: Mapping[str, str] | None 
         versions["oneapi"] = spec.oneapi
     hint = (f"it comes with oneAPI {spec.oneapi}; check ONEAPI_ROOT" if spec.oneapi
             else "install it (Debian: apt-get install gcc)")
-    line = _run_version([spec.compiler, "--version"], env, "compiler", hint)
+    line = _run_version([compiler_command(spec.compiler), "--version"], env, "compiler", hint)
     versions["compiler"] = line
     if spec.oneapi:
         found = compiler_version(line)
