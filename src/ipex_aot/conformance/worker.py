@@ -175,6 +175,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
+    mha = getattr(torch.backends, "mha", None)
+    if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+        # The fused TransformerEncoderLayer path is not the computation the float64 reference does (on an H100 it
+        # is 1.5e-4 off in float32 where the composed ops are 3e-7 off); test the ops every device has.
+        mha.set_fastpath_enabled(False)
     from ipex_aot.conformance.workloads import WORKLOADS, run_workload
 
     dtypes = spec.get("dtypes") or _supported_dtypes(torch, device)
