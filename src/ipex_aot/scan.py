@@ -627,31 +627,55 @@ def _containing(spans: list[tuple[int, _Section]], addr: int, size: int) -> _Sec
 
 
 class _MagicFinder:
-    """Next offset of a plausible image header, remembering each pattern's next hit so
-    absent patterns are searched once, not once per image."""
+    """Next offset of a plausible image header.
+
+    The patterns are searched in growing windows, and each pattern remembers
+    how far it has been searched and its next hit, so a pattern that never
+    occurs does not cost a pass over the whole region per image, nor even
+    once when another pattern is found near the start.
+    """
+
+    PATTERNS = (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)
 
     def __init__(self, v: memoryview, start: int, end: int) -> None:
         # mmap.find / bytes.find search in C; offsets are those of V, which starts at the file's start.
         self.obj = v.obj if isinstance(v.obj, mmap.mmap | bytes) and len(v.obj) == len(v) else bytes(v)
         self.end = end
         self.v = v
-        self.cache: dict[bytes, int] = {}
+        self.cache: dict[bytes, tuple[int, int, int]] = {}  # pattern -> (searched from, hit or -1, searched up to)
 
-    def _find(self, pat: bytes, pos: int) -> int:
-        hit = self.cache.get(pat, -2)
-        if hit == -1 or hit >= pos:
-            return hit
-        while True:
-            hit = self.obj.find(pat, pos, self.end)
-            if hit < 0 or _plausible(self.v, pat, hit, self.end):
+    def _find(self, pat: bytes, pos: int, hi: int) -> int:
+        """First plausible hit of PAT in [pos, hi), or -1."""
+        s0, hit, upto = self.cache.get(pat, (pos, -1, pos))
+        if pos < s0 or 0 <= hit < pos:
+            s0, hit, upto = pos, -1, pos
+        if hit >= 0:
+            return hit if hit < hi else -1
+        start = max(pos, upto)
+        while start < hi:
+            h = self.obj.find(pat, start, min(self.end, hi + len(pat) - 1))
+            if h < 0:
+                upto = hi
                 break
-            pos = hit + 1
-        self.cache[pat] = hit
-        return hit
+            if _plausible(self.v, pat, h, self.end):
+                hit = upto = h
+                break
+            start = h + 1
+        else:
+            upto = max(upto, hi)
+        self.cache[pat] = (s0, hit, upto)
+        return hit if 0 <= hit < hi else -1
 
     def next(self, pos: int) -> int | None:
-        hits = [h for h in (self._find(p, pos) for p in (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)) if h >= 0]
-        return min(hits) if hits else None
+        window = 1 << 16
+        lo = pos
+        while lo < self.end:
+            hi = min(self.end, lo + window)
+            hits = [h for h in (self._find(p, pos, hi) for p in self.PATTERNS) if h >= 0]
+            if hits:
+                return min(hits)
+            lo, window = hi, min(window * 4, 1 << 28)
+        return None
 
 
 def _plausible(v: memoryview, pat: bytes, at: int, end: int) -> bool:
