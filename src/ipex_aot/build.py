@@ -115,6 +115,14 @@ class SourceInfo:
     def to_json(self) -> dict:
         return {"url": self.url, "ref": self.ref, "commit": self.commit, "tree": self.tree, "path": str(self.path)}
 
+    @property
+    def identity(self) -> dict:
+        """What the build depends on. A path source inside this repository is its content
+        hash alone: the repository's HEAD moves with every unrelated commit."""
+        if self.url.startswith("path:"):
+            return {"url": self.url, "tree": self.tree}
+        return {"url": self.url, "ref": self.ref, "commit": self.commit, "tree": self.tree}
+
 
 _SKIP_DIRS = {"build", "dist", "__pycache__", ".git", ".nox", ".venv", ".pytest_cache"}
 
@@ -217,7 +225,7 @@ def inputs_hash(
     relevant = {
         "package": recipe.package,
         "release": recipe.release,
-        "source": {"url": source.url, "ref": source.ref, "commit": source.commit, "tree": source.tree},
+        "source": source.identity,
         "patches": list(source.patches),
         "toolchain_spec": _jsonable(recipe.toolchain),
         "env": _platform_env(recipe.env, plat),
@@ -615,8 +623,10 @@ def make_context(recipe: Recipe, settings: Settings, options: BuildOptions) -> B
 
     plat = host_platform()
     with log.step(f"preflight {recipe.name}"):
-        versions = dict(toolchain.preflight(recipe, settings))
-    env = dict(toolchain.prepare_environment(recipe, settings))
+        # Activation first: on a machine without the recipe's oneAPI this is where it stops.
+        env = dict(toolchain.prepare_environment(recipe, settings))
+        versions = dict(toolchain.preflight(recipe, settings, env=env))
+        log.info("toolchain: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     ctx_source = prepare_source(recipe, settings, options.source_dir)
     ctx = BuildContext(recipe, settings, ctx_source, versions, env, plat, options)
     _artifact_member(ctx)
