@@ -239,7 +239,7 @@ def _explain(error: Any) -> tuple[list[Any], str]:
         want = " or ".join(_TYPE_WORDS.get(t, t) for t in ([sch] if isinstance(sch, str) else sch))
         hint = ""
         if want == "a string" and isinstance(inst, (bool, int, float)):
-            hint = f" (YAML read it as {_describe(inst)}; quote it)"
+            hint = "; YAML reads unquoted ON/OFF/yes/no and numbers as such: quote the value"
         return path, f"expected {want}, got {_describe(inst)}{hint}"
     if v == "enum":
         return path, f"{_describe(inst)} is not allowed; expected one of: {', '.join(map(str, sch))}"
@@ -278,12 +278,16 @@ def _explain_choice(error: Any, path: list[Any]) -> tuple[list[Any], str]:
     # Otherwise report the branch that got furthest: the deepest error among the alternatives.
     from jsonschema.exceptions import best_match
 
-    sub = best_match(error.context) if error.context else None
+    if where == "targets.generations" and isinstance(inst, list) and not inst:
+        return path, "is empty; list at least one generation code, or write all"
+    if where == "targets.generations" and not isinstance(inst, list):
+        return path, f"expected all or a list of generation codes, got {_describe(inst)}"
+    # The alternative that got deepest into the value names the real problem (an item, not the list).
+    deepest = max(error.context, key=lambda e: len(e.absolute_path), default=None)
+    sub = deepest if deepest is not None and len(deepest.absolute_path) > len(path) else (
+        best_match(error.context) if error.context else None)
     if sub is not None:
-        sub_path, msg = _explain(sub)
-        if where == "targets.generations" and sub.validator in ("type", "const"):
-            return path, f"expected 'all' or a list of generation codes, got {_describe(inst)}"
-        return sub_path, msg
+        return _explain(sub)
     return path, error.message
 
 
@@ -363,10 +367,12 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
     for err in Draft202012Validator(schema()).iter_errors(data):
         key_parts, message = _explain(err)
         key = key_path(key_parts)
-        errors.append((_line_of(lines, key), key, message))
+        # A misspelt key also makes the right one "missing": report the misspelling first.
+        rank = 0 if message.startswith("unknown key") else 2 if err.validator == "required" else 1
+        errors.append((rank, _line_of(lines, key), key, message))
     if errors:
         errors.sort()
-        line, key, message = errors[0]
+        _, line, key, message = errors[0]
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise RecipeError(f"{shown}:{line}: {key or '(top)'}: {message}{more}")
     try:
