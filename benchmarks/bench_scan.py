@@ -65,9 +65,9 @@ def main() -> int:
             gens = ",".join(result.generations)
             print(f"{name:<42} {gb:5.2f} {result.found_by:<13} {cold:7.2f} {cold / gb:6.2f} {warm:7.2f} "
                   f"{warm / gb:6.2f}  {gens} generic_ir={result.generic_ir} images={result.images}")
-            if lib.parent == corpus and method == "tgtimg":
+            if lib == libs[0]:
                 ok = ok and cold < GOAL_S
-    print(f"goal: the {libs[0].stat().st_size / 1e9:.2f} GB library scans in under {GOAL_S:.0f} s cold: "
+    print(f"goal: the {libs[0].stat().st_size / 1e9:.2f} GB library scans in under {GOAL_S:.0f} s cold, each method: "
           f"{'met' if ok else 'NOT met'}; load average {os.getloadavg()[0]:.2f}")
     return 0 if ok else 1
 
