@@ -271,3 +271,13 @@ def test_markdown_matrix():
     assert lines[3] == "| `12.55.8` | pass | skipped [2] |"
     assert "1 passed, 1 failed, 1 skipped" in md and "[2] 12.55.8 on xpu: no XPU device" in md
     assert summary_line(reports[1]) == "12.55.8 xpu: SKIPPED: no XPU device"
+
+
+@needs_tools
+def test_interpreter_without_torch_is_skipped_not_passed(tmp_path, canary_wheel):
+    make_build(tmp_path / "dist", canary_wheel, "12.55.8")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    (report,) = run_conformance("canary", None, "cpu", settings_for(tmp_path), Options(python=python))
+    assert report["verdict"] == "skipped"
+    assert report["reasons"][0].startswith(f"torch is not importable in {python}")

@@ -158,12 +158,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return result
     warnings.filterwarnings("ignore")  # torch without numpy warns on import; nothing we act on
     start = time.perf_counter()
-    import torch
+    try:
+        import torch
+    except ImportError as e:
+        # No torch, no device half: reported as skipped (never as passed), with what to do.
+        result["identity"] = {"available": False, "reason": f"torch is not importable in {sys.executable} ({e}); "
+                                                            "install torch there or pass --python"}
+        return result
 
     result["import_torch_s"] = time.perf_counter() - start
     result["versions"] = {"torch": torch.__version__, "cuda": torch.version.cuda,
                           "xpu": _plain(getattr(torch.version, "xpu", None))}
-    if device == "xpu" and spec.get("package") and spec["package"] != "ipex_aot_canary":
+    if device == "xpu" and spec.get("package"):
         # IPEX registers torch.xpu (2.1.x) or its kernels (newer) on import, so it comes before identify.
         result["package"] = _package(spec, device)
     result["identity"] = identify(torch, device)
