@@ -169,11 +169,22 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     result["import_torch_s"] = time.perf_counter() - start
     result["versions"] = {"torch": torch.__version__, "cuda": torch.version.cuda,
                           "xpu": _plain(getattr(torch.version, "xpu", None))}
+    package_error = None
     if device == "xpu" and spec.get("package"):
         # IPEX registers torch.xpu (2.1.x) or its kernels (newer) on import, so it comes before identify.
-        result["package"] = _package(spec, device)
+        try:
+            result["package"] = _package(spec, device)
+        except Exception as e:  # judged below: without an XPU it only explains the skip
+            package_error = f"{spec['package']} does not import: {type(e).__name__}: {e}"
     result["identity"] = identify(torch, device)
-    if spec["mode"] == "identify" or not result["identity"].get("available"):
+    if not result["identity"].get("available"):
+        if package_error:
+            result["identity"]["reason"] += f"; {package_error}"
+        result["total_s"] = time.perf_counter() - T0
+        return result
+    if package_error:
+        raise RuntimeError(package_error)
+    if spec["mode"] == "identify":
         result["total_s"] = time.perf_counter() - T0
         return result
     if device == "cuda":
