@@ -110,6 +110,15 @@ def test_sysfs_lists_intel_display_controllers_only(tmp_path, settings, db):
     assert a770.generation == db.lookup("56A0", 8).generation == ids("acm-g10")[0]
 
 
+def test_detect_without_a_cached_database_sweeps_just_the_present_ids(tmp_path, settings):
+    root = fake_sysfs(tmp_path, {"0000:03:00.0": ("0x8086", "0x56a0", "0x030000", "0x08")})
+    gpus, note = install.detect(settings, sysfs_root=root)
+    assert note is None and [g.generation for g in gpus] == ids("acm-g10")[-1:]
+    no_ocloc = Settings.from_env({"OCLOC": str(tmp_path / "none"), "IPEX_AOT_CACHE": str(tmp_path / "c")})
+    gpus, note = install.detect(no_ocloc, sysfs_root=root)
+    assert note and [g.pci_id for g in gpus] == ["56A0"] and gpus[0].generation is None
+
+
 def test_detect_real_sysfs_does_not_fail():
     assert all(g.pci_id for g in install.gpus_from_sysfs())
 

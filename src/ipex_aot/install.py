@@ -160,12 +160,23 @@ def detect(settings: Settings, *, sysfs_root: Path | None = None, platform: str 
         return [], None
     if db is None:
         try:
-            from ipex_aot.devices import load_database
-
-            db = load_database(settings)
+            db = _database_for(gpus, settings)
         except IpexAotError as e:
             return gpus, e.message
     return identify(gpus, db), None
+
+
+def _database_for(gpus: Sequence[Gpu], settings: Settings) -> Any:
+    """The cached full database when there is one; else a sweep of just these PCI IDs (seconds, not minutes)."""
+    from ipex_aot import devices
+    from ipex_aot.ocloc import find_ocloc
+
+    ocloc = find_ocloc(settings)
+    pci_path = devices.pci_ids_file()
+    if devices.cache_path(settings, ocloc, pci_path).is_file():
+        return devices.load_database(settings, ocloc=ocloc)
+    return devices.build_database(ocloc, ids=sorted({int(g.pci_id, 16) for g in gpus}), jobs=settings.jobs,
+                                  pci_path=pci_path)
 
 
 # --- archives ------------------------------------------------------------------------------
