@@ -246,12 +246,13 @@ def preflight(recipe: Recipe, settings: Settings, env: Mapping[str, str] | None 
         versions["oneapi"] = spec.oneapi
     hint = (f"it comes with oneAPI {spec.oneapi}; check ONEAPI_ROOT" if spec.oneapi
             else "install it (Debian: apt-get install gcc)")
-    line = _run_version([compiler_command(spec.compiler), "--version"], env, "compiler", hint)
+    command = compiler_command(spec.compiler)
+    line = _run_version([command, "--version"], env, "compiler", hint)
     versions["compiler"] = line
     if spec.oneapi:
         found = compiler_version(line)
         if not found or not _version_matches(found, spec.oneapi):
-            raise ToolchainError(f"compiler: {spec.compiler} is {found or line!r} but {recipe.name} needs oneAPI "
+            raise ToolchainError(f"compiler: {command} is {found or repr(line)} but {recipe.name} needs oneAPI "
                                  f"{spec.oneapi}; install that version or point ONEAPI_ROOT at it")
     ocloc = find_ocloc(settings)
     versions["ocloc"] = ocloc.version
