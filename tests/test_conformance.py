@@ -281,3 +281,21 @@ def test_interpreter_without_torch_is_skipped_not_passed(tmp_path, canary_wheel)
     (report,) = run_conformance("canary", None, "cpu", settings_for(tmp_path), Options(python=python))
     assert report["verdict"] == "skipped"
     assert report["reasons"][0].startswith(f"torch is not importable in {python}")
+
+
+@needs_tools
+def test_package_that_does_not_import_without_xpu_is_a_skip(tmp_path, canary_wheel):
+    """An XPU package (like IPEX without the oneAPI runtime) that fails to import where there is no XPU."""
+    folder = make_build(tmp_path / "dist", canary_wheel, "12.55.8", recipe="xpuonly")
+    record = json.loads((folder / "build.json").read_text())
+    wheel = folder.parent / "wheels" / "xpuonly-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("xpuonly/__init__.py", "raise ImportError('libsycl.so.7: cannot open shared object file')\n")
+        zf.writestr("xpuonly/lib/libcanary-gpu.so", (folder / "libcanary-gpu.so").read_bytes())
+    record["artifact"]["install_path"] = "xpuonly/lib/libcanary-gpu.so"
+    record["wheel"] = f"wheels/{wheel.name}"
+    (folder / "build.json").write_text(json.dumps(record))
+    (report,) = run_conformance("xpuonly", None, "xpu", settings_for(tmp_path))
+    assert report["verdict"] == "skipped"
+    assert report["reasons"] == ["no XPU device (torch.xpu.is_available() is False); xpuonly does not import: "
+                                 "ImportError: libsycl.so.7: cannot open shared object file"]
