@@ -31,6 +31,8 @@ from ipex_aot.settings import Settings
 #: Alder Lake-S, Alder Lake-N and the first Arc A-series IDs, plus 0x1234 (no GPU): a few seconds to sweep.
 SMALL = range(0x4680, 0x46E0)
 DG2 = range(0x56A0, 0x56A8)
+#: Xe-HP SDV: its one generation has no product name, so "xe-hp" must be told apart as a release.
+XE_HP = range(0x0201, 0x0203)
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -62,7 +64,7 @@ def ocloc():
 
 @pytest.fixture(scope="module")
 def small_db(ocloc):
-    return build_database(ocloc, ids=[*SMALL, *DG2, 0x1234], jobs=2, in_process=True)
+    return build_database(ocloc, ids=[*SMALL, *DG2, *XE_HP, 0x1234], jobs=2, in_process=True)
 
 
 def _row(data: dict, pci: str) -> dict:
@@ -182,6 +184,15 @@ def test_small_sweep_rows(small_db):
     assert devices.display_name(names["56A0"]) in hit.row.names
 
 
+def test_products_and_groups_are_told_apart(small_db):
+    groups = set(small_db.groups)
+    assert {"xe-hpg", "gen12lp"} <= groups and not {"acm-g10", "adl-s", "adl-n"} & groups
+    sets = {n: set(v) for n, v in small_db.names.items() if v}
+    assert {n for n, s in sets.items() if any(o < s for o in sets.values())} <= groups
+    if "xe-hp" in sets:  # a release with one generation and no product name of its own
+        assert "xe-hp" in groups
+
+
 def test_database_queries(small_db):
     assert small_db.resolve("12.55.8") == "12.55.8"
     assert small_db.resolve("acm-g10") == "12.55.8"
@@ -216,9 +227,11 @@ def test_wrapper_script_gives_the_same_table_as_the_library(ocloc, small_db, tmp
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     wrapped = find_ocloc(Settings.from_env({"OCLOC": str(script), "HOME": str(tmp_path)}))
     assert wrapped.library is None
-    db = build_database(wrapped, ids=[*SMALL, *DG2, 0x1234], jobs=2)
+    db = build_database(wrapped, ids=[*SMALL, *DG2, *XE_HP, 0x1234], jobs=2)
     assert db.meta["in_process"] is False and small_db.meta["in_process"] is True
     assert [r.to_json() for r in db.rows] == [r.to_json() for r in small_db.rows]
+    assert db.groups == small_db.groups and "xe-hp" in db.groups
+    assert db.lookup("0201").row.architecture == "Xe-HP"
 
 
 def test_a_corrupt_or_truncated_cache_is_rebuilt(ocloc, tmp_path):

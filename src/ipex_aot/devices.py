@@ -367,8 +367,10 @@ class SubprocessRunner(Runner):
     def map(self, calls: Sequence[Call], *, what: str = "ocloc", cheap: bool = False) -> list[InvokeResult | None]:
         progress = log.Progress(what, len(calls))
         timeout = self.timeout
-        batchable = len(calls) > 1 and all(c[0][:1] == ("compile",) and "-output" not in c[0] and c[1] == calls[0][1]
-                                           for c in calls)
+        # Real compiles only: calls on an empty source are read for their messages, which
+        # `ocloc multi` does not give per line.
+        batchable = len(calls) > 1 and all(data for _, data in calls[0][1]) and all(
+            c[0][:1] == ("compile",) and "-output" not in c[0] and c[1] == calls[0][1] for c in calls)
         results: list[InvokeResult | None] = [None] * len(calls)
         if batchable:
             # `ocloc multi` compiles many lines in one process: the compiler is loaded once per batch.
@@ -512,7 +514,7 @@ def _compile_all(runner: Runner, devices: Sequence[tuple[str, int | None]], sour
     return [_binary(r) for r in runner.map([_compile_call(d, rev, source, spirv) for d, rev in devices], what=what)]
 
 
-def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: Iterable[str]) -> list[str]:
+def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: Iterable[str] = ()) -> list[str]:
     """Names that stand for a family or release rather than one product.
 
     A name whose generations strictly contain another name's is a group. A
@@ -528,7 +530,8 @@ def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: 
     for n, r in zip(undecided, runner.map(calls, what="classifying names", cheap=True), strict=True):
         if r is not None:
             texts[n] = (r.rc, re.sub(re.escape(n), "NAME", r.log).strip())
-    known = [texts[n] for n in products_hint if n in texts]
+    # The products' answer is the common one: undecided names are nearly all products.
+    known = [texts[n] for n in products_hint if n in texts] or list(texts.values())
     if known:
         product_answer = collections.Counter(known).most_common(1)[0][0]
         groups |= {n for n, t in texts.items() if t != product_answer}
@@ -661,8 +664,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
                     revisions[pid] = dict(rmap)
                     if dgen:
                         default[pid] = dgen
-            products_hint = {t for t in targets.values() if t in names}
-            groups = _group_names(names, runner, products_hint or set())
+            groups = _group_names(names, runner, ())
     finally:
         runner.close()
     return SweepResult(names=names, groups=groups, targets=targets, revisions=revisions, default=default,
