@@ -1,0 +1,295 @@
+"""The GitHub Actions matrix and the cibuildwheel settings, rendered from a recipe.
+
+The recipe is the single source of truth: ``ipex-aot matrix RECIPE`` prints
+``{"include": [...]}``, one entry per generation (and platform), each saying
+which runner builds it and which nox session with which arguments does the
+work, so the workflow never repeats a fact of the recipe. Under Actions the
+same JSON is appended to ``$GITHUB_OUTPUT`` as ``matrix=…`` with the release
+tag and archive name beside it.
+
+cibuildwheel is configured from the same entries (``CIBW_BUILD``,
+``CIBW_ENVIRONMENT`` with the devlist variable and the recipe's build
+settings, a static test command that scans the installed GPU library), and
+the selectors are checked with ``cibuildwheel --print-build-identifiers``,
+which runs offline on any OS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ipex_aot import log
+from ipex_aot.errors import RecipeError, ScanError, ToolchainError, UsageError
+from ipex_aot.settings import Settings
+
+if TYPE_CHECKING:
+    from ipex_aot.devices import DeviceDatabase
+    from ipex_aot.recipe import Recipe
+
+#: GitHub-hosted runner per platform, used when the recipe pins no labels.
+HOSTED = {"windows-x86_64": ["windows-2022"], "linux-x86_64": ["ubuntu-22.04"]}
+#: cibuildwheel's platform name and wheel-tag suffix per recipe platform.
+CIBW_PLATFORM = {"windows-x86_64": ("windows", "win_amd64", "AMD64"),
+                 "linux-x86_64": ("linux", "manylinux_x86_64", "x86_64")}
+SESSION = "build"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_tag(version: str) -> str:
+    major, minor = version.split(".")[:2]
+    return f"cp{major}{minor}"
+
+
+def cibw_identifier(platform: str, python: str) -> str:
+    return f"{python_tag(python)}-{CIBW_PLATFORM[platform][1]}"
+
+
+def _recipe_arg(recipe: Recipe, root: Path | None) -> str:
+    """How the workflow names the recipe: relative to the repository when it lives there."""
+    path = recipe.path.resolve()
+    base = (root or Path.cwd()).resolve()
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def platform_env(recipe: Recipe, platform: str) -> dict[str, str]:
+    """The recipe's env for PLATFORM: flat entries plus that platform's block."""
+    out: dict[str, str] = {}
+    for key, value in recipe.env.items():
+        if isinstance(value, Mapping):
+            if key == platform:
+                out.update({str(k): str(v) for k, v in value.items()})
+        else:
+            out[str(key)] = str(value)
+    return out
+
+
+def cibuildwheel_settings(recipe: Recipe, entry: Mapping[str, Any]) -> dict[str, str]:
+    """CIBW_* variables for one matrix entry: the build selector, its environment and the static test.
+
+    Paths are those of the machine that computes them (the build runner), since
+    cibuildwheel runs its test command in a scratch folder.
+    """
+    plat = entry["platform"]
+    _, _, arch = CIBW_PLATFORM[plat]
+    env = {k: v for k, v in platform_env(recipe, plat).items() if "{" not in v}  # build-step placeholders stay local
+    env[recipe.devlist_variable] = entry["devlist"]
+    environment = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    recipe_path = recipe.path.resolve().as_posix()
+    return {
+        "CIBW_BUILD": entry["cibw_build"],
+        "CIBW_ARCHS": arch,
+        "CIBW_BUILD_VERBOSITY": "1",
+        "CIBW_ENVIRONMENT": environment,
+        # The test venv gets this project, which scans the library the installed wheel holds.
+        "CIBW_TEST_REQUIRES": PROJECT_ROOT.as_posix(),
+        "CIBW_TEST_COMMAND": f"python -m ipex_aot check-installed \"{recipe_path}\" --generation {entry['generation']}",
+    }
+
+
+def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | None = None,
+                   platforms: Iterable[str] | None = None, root: Path | None = None) -> list[dict[str, Any]]:
+    """One entry per target generation and platform.
+
+    A generation the local ocloc does not know (it needs a newer one) still gets
+    its entry: the devlist is then the generation code itself, which every ocloc
+    that knows the generation accepts; the build job's own ocloc picks the name.
+    """
+    from ipex_aot.recipe import Target, plan_targets
+
+    py = python or recipe.toolchain.python[0]
+    if py not in recipe.toolchain.python:
+        raise UsageError(f"--python {py}: {recipe.name} builds for Python {', '.join(recipe.toolchain.python)}")
+    plats = list(platforms or recipe.toolchain.platforms)
+    for p in plats:
+        if p not in recipe.toolchain.platforms:
+            raise UsageError(f"--platform {p}: {recipe.name} builds for {', '.join(recipe.toolchain.platforms)}")
+    if db is None:
+        targets = _targets_without_ocloc(recipe)
+        newer: set[str] = set()
+    else:
+        plan = plan_targets(recipe, db)
+        newer = {g for g, _ in plan.unknown}
+        default = recipe.targets.runners.get("default")
+        targets = sorted([*plan.targets, *(Target(g, recipe.targets.devices.get(g, g), recipe.targets.runners.get(g, default))
+                                            for g, _ in plan.unknown)], key=lambda t: tuple(int(x) for x in t.generation.split(".")))
+        if newer:
+            log.warn(f"{recipe.name}: {len(newer)} generation(s) need a newer ocloc than {plan.ocloc_version} "
+                     f"({', '.join(sorted(newer))}); their devlist is the generation code")
+    recipe_arg = _recipe_arg(recipe, root)
+    out = []
+    for t in targets:
+        for plat in plats:
+            entry = {
+                "name": f"{t.generation} {plat} {python_tag(py)}",
+                "generation": t.generation,
+                "devlist": t.device,
+                "devlist_variable": recipe.devlist_variable,
+                "platform": plat,
+                "python": py,
+                "runs-on": list(t.runner) if t.runner else HOSTED[plat],
+                "self_hosted": bool(t.runner) and "self-hosted" in t.runner,
+                "oneapi": recipe.toolchain.oneapi or "",
+                "session": SESSION,
+                "session_args": f"{recipe_arg} --generation {t.generation}",
+                "cibw_build": cibw_identifier(plat, py),
+                "needs_newer_ocloc": t.generation in newer,
+            }
+            out.append(entry)
+    return out
+
+
+def _targets_without_ocloc(recipe: Recipe) -> list:
+    """An explicit target list without asking ocloc (``--no-ocloc``): devlist = override or the code."""
+    from ipex_aot.recipe import Target
+
+    if recipe.targets.generations == "all":
+        raise RecipeError(f"{recipe.where('targets.generations')}: 'all' needs the local ocloc to expand; "
+                          "drop --no-ocloc or list the generations")
+    default = recipe.targets.runners.get("default")
+    return [Target(g, recipe.targets.devices.get(g, g), recipe.targets.runners.get(g, default))
+            for g in recipe.targets.generations]
+
+
+def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: str | None = None) -> dict[str, list[str]]:
+    """``cibuildwheel --print-build-identifiers`` per platform; UsageError when a selector selects nothing."""
+    exe = cibuildwheel or shutil.which("cibuildwheel") or str(Path(sys.executable).with_name("cibuildwheel"))
+    if not Path(exe).exists() and not shutil.which(exe):
+        raise ToolchainError("cibuildwheel not found; install it (pip install cibuildwheel) to check the selectors")
+    by_platform: dict[str, set[str]] = {}
+    for e in entries:
+        by_platform.setdefault(e["platform"], set()).add(e["cibw_build"])
+    found: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="ipex-aot-cibw-") as tmp:
+        # cibuildwheel wants a package folder; the selectors do not depend on its contents.
+        Path(tmp, "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "0"\nrequires-python = ">=3.8"\n')
+        for plat, wanted in sorted(by_platform.items()):
+            cibw_platform, _, arch = CIBW_PLATFORM[plat]
+            # The caller's environment (PATH, cibuildwheel's own settings) plus this platform's selector.
+            env = dict(os.environ, CIBW_BUILD=" ".join(sorted(wanted)), CIBW_ARCHS=arch)
+            proc = subprocess.run([exe, "--print-build-identifiers", "--platform", cibw_platform, tmp],
+                                  capture_output=True, text=True, env=env, timeout=120)
+            if proc.returncode != 0:
+                raise ToolchainError(f"cibuildwheel --print-build-identifiers --platform {cibw_platform} failed: "
+                                     f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            ids = proc.stdout.split()
+            missing = sorted(wanted - set(ids))
+            if missing:
+                raise UsageError(f"cibuildwheel selects nothing for {', '.join(missing)} on {cibw_platform}: this "
+                                 "cibuildwheel does not build that Python; change toolchain.python or update cibuildwheel")
+            found[plat] = ids
+    return found
+
+
+def github_outputs(recipe: Recipe, entries: Sequence[Mapping[str, Any]]) -> str:
+    """Lines for $GITHUB_OUTPUT (one line each; the JSON is compact)."""
+    matrix = json.dumps({"include": list(entries)}, separators=(",", ":"))
+    return (f"matrix={matrix}\nrecipe={recipe.name}\nrelease={recipe.release}\n"
+            f"tag={recipe.release_tag}\narchive={recipe.archive_name}\n")
+
+
+# --------------------------------------------------------------------------- check-installed (cibuildwheel's test)
+
+
+def installed_artifact(recipe: Recipe, platform: str) -> Path:
+    """Where the recipe's GPU library sits in the installed package (found without importing it)."""
+    import importlib.util
+
+    member = recipe.artifacts.get(platform)
+    if not member:
+        raise RecipeError(f"{recipe.where('build.artifact')}: no entry for {platform}")
+    spec = importlib.util.find_spec(recipe.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ScanError(f"{recipe.package} is not installed in {sys.executable}; install the built wheel first")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    path = package_dir.parent / member
+    if not path.is_file():
+        raise ScanError(f"{path}: the installed {recipe.package} has no {member}")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
+    from ipex_aot.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    db = None
+    if not args.no_ocloc:
+        from ipex_aot.devices import load_database
+
+        db = load_database(settings)
+    entries = matrix_entries(recipe, db, python=args.python, platforms=args.platform or None)
+    if args.generation:
+        entries = [e for e in entries if e["generation"] in args.generation]
+        if not entries:
+            raise UsageError(f"--generation {', '.join(args.generation)}: not among {recipe.name}'s targets")
+    if args.cibuildwheel_env:
+        if len(entries) != 1:
+            raise UsageError("--cibuildwheel-env needs exactly one entry: add --generation X and --platform P")
+        for key, value in cibuildwheel_settings(recipe, entries[0]).items():
+            print(f"{key}={value}")
+        return 0
+    if args.cibuildwheel:
+        for e in entries:
+            e["cibuildwheel"] = cibuildwheel_settings(recipe, e)
+    if args.check_cibuildwheel:
+        found = check_cibuildwheel(entries)
+        log.info("cibuildwheel selects " + "; ".join(f"{p}: {' '.join(ids)}" for p, ids in found.items()))
+    print(json.dumps({"include": entries}, indent=None if args.compact else 2))
+    if settings.github_output:
+        with open(settings.github_output, "a", encoding="utf-8") as f:
+            f.write(github_outputs(recipe, entries))
+        log.info(f"matrix of {len(entries)} job(s) written to $GITHUB_OUTPUT")
+    return 0
+
+
+def _cmd_check_installed(args: argparse.Namespace, settings: Settings) -> int:
+    from ipex_aot.build import host_platform
+    from ipex_aot.recipe import load_recipe
+    from ipex_aot.scan import require_generation
+
+    recipe = load_recipe(args.recipe)
+    path = installed_artifact(recipe, args.platform or host_platform())
+    result = require_generation(path, args.generation)
+    log.info(f"{path}: holds {args.generation} natively ({', '.join(result.generations)}; "
+             f"generic IR: {'yes' if result.generic_ir else 'no'})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("matrix", help="print the GitHub Actions matrix of a recipe (one entry per generation)",
+                              description="Render {\"include\": [...]} from RECIPE; under Actions also append "
+                                          "matrix=… (and tag/archive) to $GITHUB_OUTPUT.")
+    p.add_argument("recipe", help="recipe file or name")
+    p.add_argument("--python", help="the Python of the build (default: the recipe's first)")
+    p.add_argument("--platform", action="append", choices=sorted(HOSTED), help="only this platform (repeatable)")
+    p.add_argument("--generation", action="append", help="only this generation (repeatable)")
+    p.add_argument("--cibuildwheel", action="store_true", help="add each entry's CIBW_* settings")
+    p.add_argument("--cibuildwheel-env", action="store_true",
+                   help="print one entry's CIBW_* settings as KEY=VALUE lines (for $GITHUB_ENV)")
+    p.add_argument("--check-cibuildwheel", action="store_true",
+                   help="check the selectors with cibuildwheel --print-build-identifiers")
+    p.add_argument("--no-ocloc", action="store_true", help="explicit target lists only, without the local ocloc")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.set_defaults(func=_cmd_matrix)
+    c = subparsers.add_parser("check-installed", help="static conformance: the installed GPU library holds a generation",
+                              description="Scan the recipe's GPU library inside the installed package (cibuildwheel's "
+                                          "test command).")
+    c.add_argument("recipe", help="recipe file or name")
+    c.add_argument("--generation", required=True, help="e.g. 12.55.8")
+    c.add_argument("--platform", choices=sorted(HOSTED), help="default: this host's")
+    c.set_defaults(func=_cmd_check_installed)
