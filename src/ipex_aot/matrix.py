@@ -196,8 +196,28 @@ def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: st
 def github_outputs(recipe: Recipe, entries: Sequence[Mapping[str, Any]]) -> str:
     """Lines for $GITHUB_OUTPUT (one line each; the JSON is compact)."""
     matrix = json.dumps({"include": list(entries)}, separators=(",", ":"))
-    return (f"matrix={matrix}\nrecipe={recipe.name}\nrelease={recipe.release}\n"
+    platforms = json.dumps(sorted({e["platform"] for e in entries}), separators=(",", ":"))
+    return (f"matrix={matrix}\nplatforms={platforms}\nrecipe={recipe.name}\n"
+            f"recipe_path={_recipe_arg(recipe, None)}\nrelease={recipe.release}\n"
             f"tag={recipe.release_tag}\narchive={recipe.archive_name}\n")
+
+
+def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
+    """The recipe whose release tag is TAG (a tag push names the release, not the recipe)."""
+    from ipex_aot.recipe import load_recipe
+
+    folder = recipes_dir or Path("recipes")
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            if load_recipe(path).release_tag == tag:
+                found.append(path)
+        except RecipeError:
+            continue
+    if len(found) != 1:
+        what = "no recipe" if not found else f"{len(found)} recipes ({', '.join(p.stem for p in found)})"
+        raise UsageError(f"tag {tag}: {what} in {folder} release under this tag; name the recipe instead")
+    return found[0]
 
 
 # --------------------------------------------------------------------------- check-installed (cibuildwheel's test)
@@ -226,7 +246,11 @@ def installed_artifact(recipe: Recipe, platform: str) -> Path:
 def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     from ipex_aot.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    if args.recipe and args.recipe.startswith("tag:"):
+        args.recipe, args.tag = None, args.recipe.removeprefix("tag:")
+    if bool(args.recipe) == bool(args.tag):
+        raise UsageError("name a RECIPE or give --tag TAG (one of them)")
+    recipe = load_recipe(args.recipe or recipe_for_tag(args.tag))
     db = None
     if not args.no_ocloc:
         from ipex_aot.devices import load_database
@@ -274,7 +298,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("matrix", help="print the GitHub Actions matrix of a recipe (one entry per generation)",
                               description="Render {\"include\": [...]} from RECIPE; under Actions also append "
                                           "matrix=… (and tag/archive) to $GITHUB_OUTPUT.")
-    p.add_argument("recipe", help="recipe file or name")
+    p.add_argument("recipe", nargs="?", help="recipe file or name, or tag:TAG for the recipe released under TAG")
+    p.add_argument("--tag", help="instead of RECIPE: the recipe whose release tag this is (tag pushes)")
     p.add_argument("--python", help="the Python of the build (default: the recipe's first)")
     p.add_argument("--platform", action="append", choices=sorted(HOSTED), help="only this platform (repeatable)")
     p.add_argument("--generation", action="append", help="only this generation (repeatable)")
