@@ -25,6 +25,13 @@ INSTALL_PATH = "ipex_aot_fixture/lib/libgpu.so"
 pytestmark = pytest.mark.skipif(not L.have_tools(), reason="needs ocloc and gcc")
 
 
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache per test session (under pytest's base temp), so ocloc signatures are made once."""
+    path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def ids(name: str) -> list[str]:
     out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
@@ -32,7 +39,7 @@ def ids(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({"IPEX_AOT_CACHE": str(tmp_path_factory.mktemp("cache")),
+    return Settings.from_env({"IPEX_AOT_CACHE": str(shared_cache(tmp_path_factory)),
                               "IPEX_AOT_DIST": str(tmp_path_factory.mktemp("dist"))})
 
 

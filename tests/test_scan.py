@@ -24,6 +24,13 @@ import libfixtures as L  # noqa: E402
 pytestmark = pytest.mark.skipif(not L.have_tools(), reason="needs ocloc and gcc")
 
 
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache per test session (under pytest's base temp), so ocloc signatures are made once."""
+    path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def ids(name: str) -> list[str]:
     """What ocloc itself says a device name stands for."""
     out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
@@ -32,7 +39,7 @@ def ids(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({"IPEX_AOT_CACHE": str(tmp_path_factory.mktemp("cache")),
+    return Settings.from_env({"IPEX_AOT_CACHE": str(shared_cache(tmp_path_factory)),
                               "IPEX_AOT_DIST": str(tmp_path_factory.mktemp("dist"))})
 
 
