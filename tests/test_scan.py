@@ -236,3 +236,15 @@ def test_verify_archive(tmp_path, settings):
     bad = make_archive(tmp_path / "bad.7z", libs, "pkg/lib/libx.so", tamper=pvc)
     proc = cli("verify", str(bad), env=env)
     assert proc.returncode == ScanError.exit_code and f"folder {pvc}" in proc.stderr and "sha256" in proc.stderr
+
+
+def test_gnu_ar_long_member_names(tmp_path, sigs):
+    """Members named through the ar '//' long-name table are read (and mapped by content)."""
+    (tmp_path / "64.12.55.8").write_bytes(L.ocloc_image("acm-g10", exclude_ir=True))
+    (tmp_path / "a-member-name-longer-than-fifteen.bin").write_bytes(L.ocloc_image("pvc", exclude_ir=True))
+    subprocess.run(["ar", "rcSD", "fat.a", "64.12.55.8", "a-member-name-longer-than-fifteen.bin"], cwd=tmp_path,
+                   check=True)
+    assert b"//" in (tmp_path / "fat.a").read_bytes()[:200]
+    r = scan.scan_file(tmp_path / "fat.a", signatures=sigs)
+    assert r.generations == sorted(ids("acm-g10") + ids("pvc"), key=scan._gen_key)
+    assert any("a-member-name-longer-than-fifteen.bin" in i.how for i in r.details)

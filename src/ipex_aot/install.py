@@ -437,9 +437,14 @@ def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, 
                 raise ArchiveError(f"{archive}: {entry['file']} has sha256 {digest}, {MANIFEST} says {entry['sha256']}; "
                                    "the archive is damaged or was changed, nothing was changed")
             _check_images(new, gen, settings)
-            record = _swap_in(lib, new, {"archive": str(archive.resolve()), "generation": gen, "sha256": digest,
-                                         "release": info.manifest.get("release"),
-                                         "recipe": info.manifest.get("recipe")})
+            try:
+                    record = _swap_in(lib, new, {"archive": str(archive.resolve()), "generation": gen, "sha256": digest,
+                                             "release": info.manifest.get("release"),
+                                             "recipe": info.manifest.get("recipe")})
+            except OSError as e:
+                # Typically Windows refusing to replace a DLL that a running app has loaded.
+                raise InstallError(f"could not replace {lib}: {e.strerror or e}; close the apps that use it and "
+                                   "run install again (the old library is still in place)") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         log.info(f"installed {gen} into {lib} (backup {record['backup']})")
@@ -491,7 +496,11 @@ def rollback(ipex_dir: Path | None, install_path: str | None, settings: Settings
     if digest != record.get("backup_sha256"):
         raise InstallError(f"backup {backup} has sha256 {digest}, the record says {record.get('backup_sha256')}; "
                            "left everything as it is")
-    os.replace(backup, lib)
+    try:
+        os.replace(backup, lib)
+    except OSError as e:
+        raise InstallError(f"could not put {backup.name} back over {lib}: {e.strerror or e}; close the apps that "
+                           "use it and run --rollback again") from None
     record_path.unlink()
     return lib
 
