@@ -7,8 +7,10 @@ Mirrors what an IPEX 2.1 build does with DPC++, at toy scale:
    are kept in the persistent build tree and reused by every later generation
    (a stamp file beside each output records what it was made from).
 2. per device list: SPIR-V -> native images with ``ocloc -spirv_input -device
-   LIST`` (a zebin for one device, an ``ar`` fat binary with ``64.<gen>`` and
-   ``generic_ir`` entries for several), the "device link" of DPC++.
+   LIST``: an ``ar`` fat binary with ``64.<generation>`` and ``generic_ir``
+   entries (ocloc's own for several devices; for one device ocloc writes a
+   bare zebin, wrapped here in the same layout so every image names its
+   generation), the "device link" of DPC++.
 3. link: a generated assembly file puts the native images in
    ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen``, the SPIR-V in
    ``__CLANG_OFFLOAD_BUNDLE__sycl-spir64`` and a ``.tgtimg`` table of
@@ -40,7 +42,7 @@ IS_WINDOWS = sys.platform == "win32"
 NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
 SPIRV_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64"
 #: Bumped when the build steps change in a way stamps cannot see.
-STEPS_VERSION = "1"
+STEPS_VERSION = "2"
 
 
 class CanaryBuildError(SystemExit):
@@ -159,8 +161,40 @@ def _slug(devlist: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", devlist)[:60] + "-" + _digest(devlist)[:8]
 
 
+def _ocloc_ids(ocloc: str, device: str) -> list[str]:
+    """``ocloc ids NAME``: the IP versions (generation codes) a device name stands for."""
+    proc = subprocess.run([ocloc, "ids", device], capture_output=True, text=True, errors="replace")
+    return re.findall(r"^\s*(\d+\.\d+\.\d+)\s*$", proc.stdout, re.MULTILINE) if proc.returncode == 0 else []
+
+
+def _ar_header(name: str, size: int) -> bytes:
+    return f"{name + '/':<16}{'0':<12}{'0':<6}{'0':<6}{'644':<8}{size:<10}`\n".encode()
+
+
+def write_fat_binary(path: Path, entries: list[tuple[str, bytes]]) -> None:
+    """An ``ar`` archive laid out like ocloc's multi-device output: GNU names,
+    each member's data 8-byte aligned by ``pad_N`` members."""
+    out = bytearray(b"!<arch>\n")
+    pads = 0
+    for name, data in entries:
+        if (len(out) + 60) % 8:
+            fill = (-(len(out) + 120)) % 8 or 8
+            out += _ar_header(f"pad_{pads}", fill) + b" " * fill
+            pads += 1
+        out += _ar_header(name, len(data)) + data
+        if len(data) % 2:
+            out += b"\n"
+    path.write_bytes(bytes(out))
+
+
 def compile_native(ocloc: str, spv: Path, devlist: str, out_dir: Path, counts: dict[str, int]) -> Path:
-    """SPIR-V -> native image(s) for the device list: the per-generation step."""
+    """SPIR-V -> native image(s) for the device list: the per-generation step.
+
+    Several devices: ocloc's own fat binary (``64.<generation>`` entries and
+    ``generic_ir``). One device: ocloc writes a bare zebin, which is wrapped
+    in the same layout (``64.<generation>`` from ``ocloc ids``, plus the
+    SPIR-V as ``generic_ir``), so every image states its generation.
+    """
     out = out_dir / f"{spv.stem}.gen"
     key = _digest(STEPS_VERSION, spv.read_bytes(), devlist, _tool_identity(ocloc))
     if _up_to_date(out, key):
@@ -183,6 +217,13 @@ def compile_native(ocloc: str, spv: Path, devlist: str, out_dir: Path, counts: d
     if len(produced) != 1:
         names = ", ".join(sorted(p.name for p in produced)) or "nothing"
         raise CanaryBuildError(f"ocloc -device {devlist} for {spv.name} produced {names}, expected one binary")
+    image = produced[0].read_bytes()
+    if not image.startswith(b"!<arch>\n"):
+        # A generation code names itself; `ocloc ids` answers only for acronyms.
+        ids = [devlist] if re.fullmatch(r"\d+\.\d+\.\d+", devlist) else _ocloc_ids(ocloc, devlist)
+        if len(ids) != 1:
+            raise CanaryBuildError(f"`ocloc ids {devlist}` gives {ids or 'nothing'}; name a device of exactly one generation")
+        write_fat_binary(produced[0], [(f"64.{ids[0]}", image), ("generic_ir", spv.read_bytes())])
     os.replace(produced[0], out)
     shutil.rmtree(work, ignore_errors=True)
     _write_stamp(out, key)

@@ -131,11 +131,12 @@ def test_each_generation_gets_its_folder_library_and_record(three):
 
 @pytest.mark.slow
 def test_each_library_holds_exactly_its_generation(three):
-    _, _, results, root = three
+    _, settings, results, root = three
     for r in results:
-        result = scan_file(root / r.generation / LIB)
+        result = scan_file(root / r.generation / LIB, settings=settings)
         assert result.generations == [r.generation], result.to_json()
-        assert result.format == "elf" and result.images == 6 and result.found_by == "tgtimg"
+        assert result.format == "elf" and result.found_by == "tgtimg" and result.generic_ir
+        assert result.to_json()["native_images"] == 3 and not result.unresolved
 
 
 @pytest.mark.slow
@@ -271,3 +272,18 @@ def test_ipex_recipe_without_oneapi_stops_at_preflight(tmp_path, cache_dir):
     assert last.startswith("error:") and "oneAPI" in last
     assert "preflight" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "dist" / "ipex-2.1.40-xpu" / "12.55.8").exists()
+
+
+def test_nox_lists_one_build_session_per_cached_generation(tmp_path, cache_dir):
+    env = cli_env(tmp_path / "dist", cache_dir)
+    proc = subprocess.run([str(Path(sys.executable).parent / "nox"), "-l"], env=env, capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    settings = settings_for(tmp_path / "dist", cache_dir)
+    generations = build.session_generations(settings)
+    assert set(GENERATIONS) <= set(generations)
+    listed = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("- build-")}
+    assert listed == {f"build-{g}" for g in generations}
+    # Without a cached database there are none, and listing never starts a sweep.
+    assert build.session_generations(settings_for(tmp_path / "dist", tmp_path / "empty-cache")) == []
+    assert not (tmp_path / "empty-cache").exists()

@@ -126,10 +126,15 @@ def test_second_device_list_reuses_the_tree_and_only_relinks(fat_build):
     assert "recompiled 0, reused 4" in output
     site = unpack(tmp / "again" / "wheels", tmp / "again" / "site")
     lib = site / LIB_MEMBER
-    off = sections(lib)[NATIVE][1]
-    # One device: the image is the zebin itself (ELF, e_machine 205 = Intel GT).
-    data = lib.read_bytes()[off:]
-    assert data[:4] == b"\x7fELF" and struct.unpack_from("<H", data, 18)[0] == 205
+    address, size = tgtimg_entries(lib)[0]
+    native_addr, native_off, _ = sections(lib)[NATIVE]
+    fat = tmp / "again" / "image0.ar"
+    fat.write_bytes(lib.read_bytes()[native_off + address - native_addr :][:size])
+    # One device: ocloc's zebin, wrapped in the fat-binary layout that names its generation.
+    names = subprocess.run(["ar", "t", str(fat)], capture_output=True, text=True, check=True).stdout.split()
+    assert [n for n in names if not n.startswith("pad_")] == ["64.12.60.7", "generic_ir"]
+    zebin = subprocess.run(["ar", "p", str(fat), "64.12.60.7"], capture_output=True, check=True).stdout
+    assert zebin[:4] == b"\x7fELF" and struct.unpack_from("<H", zebin, 18)[0] == 205  # EM_INTELGT
 
 
 @pytest.mark.slow

@@ -617,18 +617,25 @@ def select_targets(targets: Sequence[Target], db: Any, wanted: Iterable[str]) ->
     return chosen
 
 
-def make_context(recipe: Recipe, settings: Settings, options: BuildOptions) -> BuildContext:
-    """Preflight, toolchain environment and source: everything before the first generation."""
+def run_preflight(recipe: Recipe, settings: Settings) -> tuple[dict[str, str], dict]:
+    """(build environment, toolchain versions), or ToolchainError before any other work."""
     from ipex_aot import toolchain
 
-    plat = host_platform()
     with log.step(f"preflight {recipe.name}"):
         # Activation first: on a machine without the recipe's oneAPI this is where it stops.
         env = dict(toolchain.prepare_environment(recipe, settings))
         versions = dict(toolchain.preflight(recipe, settings, env=env))
         log.info("toolchain: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return env, versions
+
+
+def make_context(
+    recipe: Recipe, settings: Settings, options: BuildOptions, preflight: tuple[dict[str, str], dict] | None = None
+) -> BuildContext:
+    """Preflight (unless given), toolchain environment and source: everything before the first generation."""
+    env, versions = preflight or run_preflight(recipe, settings)
     ctx_source = prepare_source(recipe, settings, options.source_dir)
-    ctx = BuildContext(recipe, settings, ctx_source, versions, env, plat, options)
+    ctx = BuildContext(recipe, settings, ctx_source, versions, env, host_platform(), options)
     _artifact_member(ctx)
     return ctx
 
@@ -636,16 +643,22 @@ def make_context(recipe: Recipe, settings: Settings, options: BuildOptions) -> B
 def build(
     recipe: Recipe, settings: Settings, wanted: Iterable[str] = (), options: BuildOptions | None = None
 ) -> list[GenerationResult]:
-    """Build the selected (default: all) target generations of ``recipe``."""
+    """Build the selected (default: all) target generations of ``recipe``.
+
+    Order: preflight (seconds; stops a machine without the toolchain first),
+    then the targets against the device database, then the source (a clone
+    may take long), then the generations.
+    """
     from ipex_aot.devices import load_database
     from ipex_aot.recipe import expand_targets
 
     options = options or BuildOptions()
+    checked = run_preflight(recipe, settings)
     db = load_database(settings)
     targets = select_targets(expand_targets(recipe, db), db, wanted)
     if not targets:
         raise UsageError(f"{recipe.path}: no target generations to build")
-    ctx = make_context(recipe, settings, options)
+    ctx = make_context(recipe, settings, options, checked)
     with log.step(f"build {recipe.name}: {len(targets)} generation(s)"):
         return build_targets(ctx, targets)
 
