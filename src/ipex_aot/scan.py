@@ -559,6 +559,9 @@ class _Scanner:
     def from_table(self, table: _Section, sections: list[_Section]) -> bool:
         if table.offset < 0 or table.size < 16:
             return False
+        if table.size // 16 > MAX_IMAGES:
+            raise ScanError(f"{self.path}: .tgtimg lists {table.size // 16} images; more than {MAX_IMAGES} "
+                            "is not a library this tool understands")
         entries = [struct.unpack_from("<QQ", self.v, table.offset + i) for i in range(0, table.size - 15, 16)]
         if not entries or all(a == 0 for a, _ in entries):
             return False  # relocations not applied in the file: fall back to the sections
