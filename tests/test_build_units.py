@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from ipex_aot import build
 from ipex_aot.errors import BuildError, SourceError
 from ipex_aot.fsutil import write_json
+from ipex_aot.settings import Settings
 
 
 def make_wheel(path: Path, members: dict[str, bytes]) -> Path:
@@ -150,15 +153,31 @@ def test_raise_failures_names_failed_and_not_attempted(tmp_path):
     build._raise_failures(results[:1], 1, tmp_path)  # nothing failed: no error
 
 
-def test_source_dir_must_exist(tmp_path):
-    class R:
-        source = {"url": "https://example.invalid/x.git", "ref": "v1"}
-        path = tmp_path / "r.yaml"
+def test_source_dir_must_exist_and_a_plain_folder_is_hashed(tmp_path):
+    from ipex_aot.recipe import load_recipe
 
+    repo = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(repo / "recipes" / "canary.yaml")
+    settings = Settings.from_env({"IPEX_AOT_DIST": str(tmp_path / "dist"), "IPEX_AOT_CACHE": str(tmp_path / "c")})
     with pytest.raises(SourceError, match="no such folder"):
-        build.prepare_source(R(), None, tmp_path / "nope")  # type: ignore[arg-type]
+        build.prepare_source(recipe, settings, tmp_path / "nope")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "setup.py").write_text("print(1)\n")
-    info = build.prepare_source(R(), None, tmp_path / "src")  # type: ignore[arg-type]
-    assert info.path == (tmp_path / "src").resolve() and info.tree and info.ref == "v1"
-    assert json.loads(json.dumps(info.to_json()))["url"] == "https://example.invalid/x.git"
+    info = build.prepare_source(recipe, settings, tmp_path / "src")
+    assert info.path == (tmp_path / "src").resolve() and info.tree == build.tree_hash(tmp_path / "src")
+    assert json.loads(json.dumps(info.to_json()))["path"] == str((tmp_path / "src").resolve())
+    own = build.prepare_source(recipe, settings)
+    assert own.path == repo / "canary" and own.identity == {"url": "path:canary", "tree": build.tree_hash(repo / "canary")}
+
+
+def test_a_second_build_of_the_same_recipe_is_refused_while_one_runs(tmp_path):
+    with build.recipe_lock(tmp_path / "canary"):
+        code = (
+            "import sys; from pathlib import Path; from ipex_aot import build\n"
+            "try:\n    with build.recipe_lock(Path(sys.argv[1])): print('got it')\n"
+            "except build.BuildError as e:\n    print(e.message)"
+        )
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "canary")], capture_output=True, text=True).stdout
+        assert "another build of this recipe is running" in out
+    with build.recipe_lock(tmp_path / "canary"):  # released: free again
+        pass

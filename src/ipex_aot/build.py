@@ -33,14 +33,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ipex_aot import log
-from ipex_aot.errors import BuildError, IpexAotError, SourceError, UsageError
+from ipex_aot.errors import BuildError, IpexAotError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output, read_json, sha256_file, write_json
 from ipex_aot.settings import Settings
 
@@ -154,42 +154,22 @@ def describe_checkout(path: Path) -> tuple[str, str]:
     return commit, hashlib.sha256(diff.encode()).hexdigest() if diff else ""
 
 
-def _attr(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def prepare_source(recipe: Recipe, settings: Settings, source_dir: Path | None = None) -> SourceInfo:
-    """The tree to build: ``--source DIR``, the recipe's in-repo path, or the source step's checkout."""
-    spec = recipe.source
-    if source_dir is not None:
-        path = Path(source_dir).resolve()
-        if not path.is_dir():
-            raise SourceError(f"--source {source_dir}: no such folder; give the path of an unpacked source tree")
-        commit, changes = describe_checkout(path) if (path / ".git").exists() else ("", "")
-        tree = changes if commit else tree_hash(path)
-        return SourceInfo(path, str(_attr(spec, "url") or path), str(_attr(spec, "ref") or ""), commit, tree)
-    local = _attr(spec, "path")
-    if local:
-        path = Path(local)
-        if not path.is_absolute():
-            # A path source is relative to the repository holding recipes/.
-            path = (recipe.path.resolve().parent.parent / path).resolve()
-        if not path.is_dir():
-            raise SourceError(f"{recipe.path}: source.path {local}: no such folder")
-        commit = _git(["rev-parse", "HEAD"], path) or ""
-        return SourceInfo(path, f"path:{local}", "", commit, tree_hash(path))
+    """The tree to build (``ipex_aot.source``: ``--source DIR``, the in-repo path, or the patched
+    checkout) and what identifies its content for the skip logic."""
     from ipex_aot import source as source_mod
 
-    prepared = source_mod.prepare_source(recipe, settings)
-    path = Path(_attr(prepared, "path"))
-    commit = str(_attr(prepared, "commit") or "")
-    patches = tuple(dict(p) for p in (_attr(prepared, "patches") or ()))
+    prepared = source_mod.prepare_source(recipe, settings, source_dir)
+    path = Path(prepared.path)
+    patches = tuple(dict(p) for p in prepared.patches)
+    if prepared.url.startswith("path:") or not (path / ".git").exists():
+        # In-repo (the canary) or a plain folder: its content is its identity.
+        return SourceInfo(path, prepared.url, prepared.ref, prepared.commit, tree_hash(path), patches)
     _, changes = describe_checkout(path)
-    # Applied patches show up as local changes; they are already named by hash.
-    tree = "" if patches else changes
-    return SourceInfo(path, str(_attr(spec, "url") or ""), str(_attr(spec, "ref") or ""), commit, tree, patches)
+    # A managed checkout's changes are its patches, already named by hash; a user's
+    # --source tree may carry edits of its own.
+    tree = "" if patches and source_dir is None else changes
+    return SourceInfo(path, prepared.url, prepared.ref, prepared.commit, tree, patches)
 
 
 def _jsonable(value: Any) -> Any:
@@ -558,8 +538,37 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
     return GenerationResult(generation, device, "built", duration, record=record, tree=report)
 
 
+@contextlib.contextmanager
+def recipe_lock(root: Path) -> Iterator[None]:
+    """One build of a recipe at a time: two would share (and wreck) its build tree.
+
+    An OS lock on ``dist/<recipe>/.build.lock`` (released when the process
+    ends, even on a crash); no lock on platforms without fcntl.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BuildError(f"{root}: another build of this recipe is running; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build_targets(ctx: BuildContext, targets: Sequence[Target]) -> list[GenerationResult]:
     """Build ``targets`` one after another (they share the build tree); BuildError lists the failures."""
+    with recipe_lock(ctx.root):
+        return _build_targets(ctx, targets)
+
+
+def _build_targets(ctx: BuildContext, targets: Sequence[Target]) -> list[GenerationResult]:
     results: list[GenerationResult] = []
     progress = log.Progress(f"{ctx.recipe.name} generations", len(targets), every=0.0)
     mode = "reused build tree" if ctx.reuse else "clean tree per generation"
