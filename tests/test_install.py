@@ -13,7 +13,7 @@ import py7zr
 import pytest
 
 from ipex_aot import install
-from ipex_aot.errors import ArchiveError, InstallError
+from ipex_aot.errors import ArchiveError, DeviceError, InstallError
 from ipex_aot.fsutil import sha256_file
 from ipex_aot.settings import Settings
 
@@ -124,6 +124,23 @@ def test_detect_without_a_cached_database_sweeps_just_the_present_ids(tmp_path, 
     no_ocloc = Settings.from_env({"OCLOC": str(tmp_path / "none"), "IPEX_AOT_CACHE": str(tmp_path / "c")})
     gpus, note = install.detect(no_ocloc, sysfs_root=root)
     assert note and [g.pci_id for g in gpus] == ["56A0"] and gpus[0].generation is None
+
+
+def test_windows_path_runs_powershell_and_reads_its_json(tmp_path, monkeypatch):
+    """The real command path, with a `powershell` on PATH that prints the recorded sample."""
+    fake = tmp_path / "bin" / "powershell"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *Win32_VideoController*ConvertTo-Json*) "
+                    f"{shutil.which('cat')} {DATA / 'powershell-win32-videocontroller.json'};; *) exit 3;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert [(g.pci_id, g.revision) for g in install.list_gpus(platform="win32")] == [("56A0", 8), ("4680", 12)]
+    fake.write_text("#!/bin/sh\necho 'Get-CimInstance : Access denied' >&2\nexit 1\n")
+    with pytest.raises(DeviceError, match="Access denied"):
+        install.list_gpus(platform="win32")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(DeviceError, match="PowerShell not found"):
+        install.list_gpus(platform="win32")
 
 
 def test_detect_real_sysfs_does_not_fail():

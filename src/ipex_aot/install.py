@@ -30,6 +30,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -427,7 +428,11 @@ def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, 
         log.info(f"generation {gen}: {entry['file']} -> {lib}")
         work = Path(tempfile.mkdtemp(prefix=".ipex-aot-", dir=lib.parent))
         try:
+            start = time.monotonic()
+            log.info(f"extracting {entry['file']} ({entry.get('size', 0) / 1e6:,.0f} MB; a solid archive is read "
+                     "from its start, so this can take minutes)")
             new = extract_member(archive, entry["file"], work, settings, engine=engine)
+            log.info(f"extracted in {time.monotonic() - start:.1f} s")
             size = new.stat().st_size
             if "size" in entry and size != entry["size"]:
                 raise ArchiveError(f"{archive}: {entry['file']} is {size} bytes, {MANIFEST} says {entry['size']}; "
