@@ -127,7 +127,7 @@ def test_detect_without_a_cached_database_sweeps_just_the_present_ids(tmp_path, 
 
 
 def test_windows_path_runs_powershell_and_reads_its_json(tmp_path, monkeypatch):
-    """The real command path, with a `powershell` on PATH that prints the recorded sample."""
+    """The real command path, with a `powershell` on PATH that prints the sample (see data/install/README.md)."""
     fake = tmp_path / "bin" / "powershell"
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\ncase \"$*\" in *Win32_VideoController*ConvertTo-Json*) "

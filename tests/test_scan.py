@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,30 @@ def test_gnu_ar_long_member_names(tmp_path, sigs):
     r = scan.scan_file(tmp_path / "fat.a", signatures=sigs)
     assert r.generations == sorted(ids("acm-g10") + ids("pvc"), key=scan._gen_key)
     assert any("a-member-name-longer-than-fifteen.bin" in i.how for i in r.details)
+
+
+def test_product_config_note_gives_the_exact_generation(tmp_path, sigs):
+    """Newer ocloc writes the IP version as a product-config note (type 6). Ocloc 22.43 does not, so a real
+    22.43 zebin gets its (empty) GFX-core note turned into one, encoded with compute-runtime's
+    HardwareIpVersion layout (revision:6, reserved:8, release:8, architecture:10)."""
+    data = bytearray(L.ocloc_image("acm-g10", exclude_ir=True))
+    want = ids("acm-g10")[0]
+    arch, release, revision = (int(x) for x in want.split("."))
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shnum, shstrndx = struct.unpack_from("<HH", data, 0x3C)
+    heads = [struct.unpack_from("<IIQQQQ", data, shoff + 64 * i) for i in range(shnum)]
+    strtab = heads[shstrndx][4]
+    (off, size), = [(h[4], h[5]) for h in heads
+                    if data[strtab + h[0]:].split(b"\0", 1)[0] == b".note.intelgt.compat"]
+    pos, patched = off, False
+    while pos + 12 <= off + size:
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        desc = pos + 12 + ((namesz + 3) & ~3)
+        if ntype == 2 and descsz == 4:  # GFX core family: 0 in 22.43's zebins
+            struct.pack_into("<I", data, pos + 8, 6)
+            struct.pack_into("<I", data, desc, (arch << 22) | (release << 14) | revision)
+            patched = True
+        pos = desc + ((descsz + 3) & ~3)
+    assert patched
+    r = scan.scan_file(write(tmp_path, "pc.bin", bytes(data)), signatures=scan.Signatures("none", {}, {}))
+    assert r.generations == [want] and "product-config note" in r.details[0].how
