@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,11 +38,11 @@ def write_recipe(folder: Path, generations: list[str], *, devices: dict | None =
                  artifact: str = "ipex_aot_canary/lib/libcanary-gpu.so") -> Path:
     """The shipped canary recipe, restricted to ``generations``, with an absolute source path."""
     text = (REPO / "recipes" / "canary.yaml").read_text()
-    targets = f"  generations: {json.dumps(generations)}\n"
+    targets = f"targets:\n  generations: {json.dumps(generations)}\n"
     if devices:
         targets += f"  devices: {json.dumps(devices)}\n"
-    assert "  generations: all\n  from: gen12lp\n" in text
-    text = text.replace("  generations: all\n  from: gen12lp\n", targets)
+    text, n = re.subn(r"(?ms)^targets:\n.*?(?=^\S)", targets, text)
+    assert n == 1
     text = text.replace("  path: canary\n", f"  path: {REPO / 'canary'}\n")
     text = text.replace("linux-x86_64: ipex_aot_canary/lib/libcanary-gpu.so", f"linux-x86_64: {artifact}")
     folder.mkdir(parents=True, exist_ok=True)
