@@ -137,9 +137,11 @@ def capture_windows(script: Path, args: Sequence[str] = (), base: Mapping[str, s
                     timeout: float = TIMEOUT) -> dict[str, str]:
     """``cmd /c "call SCRIPT ARGS >nul && set"`` and the environment it prints."""
     quoted = " ".join([f'"{script}"', *args])
-    cmd = f'call {quoted} >nul 2>&1 && set'
+    # One string, not a list: Python would escape the inner quotes as \" for the C runtime,
+    # which cmd does not understand. /s strips the outer pair and runs the rest as written.
+    command_line = f'cmd.exe /d /s /c "call {quoted} >nul 2>&1 && set"'
     try:
-        proc = subprocess.run(["cmd.exe", "/d", "/s", "/c", f'"{cmd}"'], capture_output=True,
+        proc = subprocess.run(command_line, capture_output=True,
                               env=None if base is None else dict(base), timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ToolchainError(f"{script}: could not run it in cmd.exe: {e}") from None
