@@ -108,6 +108,9 @@ def fetch(url: str, ref: str, settings: Settings) -> tuple[Path, str]:
                 raise SourceError(f"{url}: ref {ref!r} not found ({detail[-1] if detail else 'fetch failed'}); "
                                   "fix source.ref in the recipe (a tag, branch or commit) or check the URL/network")
     assert commit is not None
+    # FETCH_HEAD is overwritten by the next fetch and is no ref: name the commit, so gc keeps it.
+    safe = re.sub(r"[^A-Za-z0-9._/-]+", "_", ref).strip("/.") or "ref"
+    _git(["update-ref", f"refs/ipex-aot/{safe}", commit], cache, what=f"record {ref} in the cache", check=False)
     return cache, commit
 
 
