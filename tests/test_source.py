@@ -201,6 +201,9 @@ def test_ref_change_moves_the_tree(tmp_path, upstream):
     first = prepare_source(load_recipe(write_recipe(root, upstream)), settings)
     moved = prepare_source(load_recipe(write_recipe(root, upstream, ref="main")), settings)
     assert moved.commit != first.commit and "line twenty" in (moved.path / "setup.py").read_text()
+    # The branch is kept under a ref in the cache (FETCH_HEAD alone would not survive a gc).
+    cache = cache_path(settings, upstream)
+    assert git("rev-parse", "refs/ipex-aot/main", cwd=cache) == moved.commit
 
 
 def test_user_checkout_with_source_dir(tmp_path, upstream):
