@@ -214,3 +214,26 @@ def test_bad_build_json_is_one_line_error(tmp_path, libraries, cache, content, m
 def test_no_build_is_a_clear_error(tmp_path):
     with pytest.raises(BuildError, match="no built generation"):
         pack.pack("demo", settings_for(tmp_path, tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_cli_fills_pci_ids_and_support_table_from_the_device_database(tmp_path, libraries, cache):
+    from ipex_aot.devices import load_database
+
+    dist = make_dist(tmp_path / "dist", libraries)
+    env = dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(cache), MAX_JOBS="2")
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "pack", "recipes/demo.yaml", "--json"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["generations"] == list(TARGETS) and summary["archive"].endswith("demo/0.1.0-AOT.7z")
+    db = load_database(settings_for(dist, cache))  # cached by the run above
+    manifest = json.loads((dist / "demo" / "manifest.json").read_text())
+    for gen, entry in manifest["folders"].items():
+        rows = db.rows_for(gen)
+        assert rows, gen
+        assert entry["pci_ids"] == sorted({p for r in rows for p in r.pci_ids})
+        assert entry["codenames"] == sorted({c for r in rows for c in r.codenames})
+        assert TARGETS[gen] in entry["codenames"]  # the ocloc name the library was built for
+    support = (dist / "demo" / "SUPPORT.md").read_text()
+    assert db.to_markdown(list(TARGETS)).strip() in support
