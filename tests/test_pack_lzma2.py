@@ -146,3 +146,13 @@ def test_workers_fit_the_memory_budget():
     # small inputs: the window never exceeds the data, so all cores fit
     assert pack.plan_workers(300 << 20, 1536 << 20, opts)[0] == 4
     assert pack.parse_size("1536m") == 1536 << 20 and pack.parse_size("1.5g") == 1536 << 20
+
+
+def test_a_failing_piece_stops_the_others_and_leaves_no_files(tmp_path):
+    paths = _files(tmp_path)
+    source = lzma2.Source(paths)
+    paths[-1].write_bytes(b"short")  # the input shrinks while packing, as a truncated copy would
+    with pytest.raises(lzma2.ArchiveError, match="changed size"):
+        lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=1 << 20, preset=1), tmp_path / "out",
+                              workers=2, pieces=3)
+    assert not list(tmp_path.glob("out*"))

@@ -355,6 +355,7 @@ def encode_piece(
     progress: Callable[[int], None] | None = None,
     *,
     last: bool,
+    cancel: threading.Event | None = None,
 ) -> int:
     """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
 
@@ -385,6 +386,8 @@ def encode_piece(
     try:
         pos = start
         while True:
+            if cancel is not None and cancel.is_set():
+                raise ArchiveError("packing was cancelled")
             action = _RUN
             if strm.avail_in == 0:
                 n = min(_IO_CHUNK, end - pos)
@@ -451,6 +454,7 @@ def encode_parallel(
                 progress(n)
 
     seconds = [0.0] * len(bounds)
+    cancel = threading.Event()  # set on the first failure or Ctrl-C, so the other pieces stop within a chunk
 
     def run(i: int) -> Path:
         start, end = bounds[i]
@@ -459,9 +463,13 @@ def encode_parallel(
         # A piece cannot reach back past its preset, so its encoder needs no larger window than
         # preset + piece: same output, far less memory for early pieces.
         window = min(options.dict_size, max(1 << 16, -(-(min(start, options.dict_size) + end - start) // ALIGN) * ALIGN))
-        with open(part, "wb") as f:
-            encode_piece(source, start, end, replace(options, dict_size=window), f.write, tick,
-                         last=i == len(bounds) - 1)
+        try:
+            with open(part, "wb") as f:
+                encode_piece(source, start, end, replace(options, dict_size=window), f.write, tick,
+                             last=i == len(bounds) - 1, cancel=cancel)
+        except BaseException:
+            cancel.set()
+            raise
         seconds[i] = time.monotonic() - began
         return part
 
@@ -475,6 +483,7 @@ def encode_parallel(
             try:
                 parts = [f.result() for f in futures]
             except BaseException:
+                cancel.set()
                 for f in futures:
                     f.cancel()
                 raise
