@@ -266,6 +266,7 @@ def test_an_id_that_crashes_or_hangs_ocloc_is_skipped_and_the_sweep_goes_on(oclo
 
 
 FLAKY_LIBOCLOC = r"""
+#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
@@ -285,6 +286,10 @@ int oclocInvoke(unsigned n, const char **argv, uint32_t ns, const uint8_t **ds, 
     for (unsigned i = 0; i < n; i++) {
         if (!strcmp(argv[i], "0x4682")) *(volatile int *)0 = 1;   /* crash */
         if (!strcmp(argv[i], "0x4688")) sleep(60);                 /* hang */
+    }
+    for (uint32_t j = 0; j < ns; j++) {                            /* the same inside an `ocloc multi` list */
+        if (memmem(ds[j], ls[j], "0x4682\n", 7)) *(volatile int *)0 = 1;
+        if (memmem(ds[j], ls[j], "0x4688\n", 7)) sleep(60);
     }
     return ((invoke_t)real("oclocInvoke"))(n, argv, ns, ds, ls, nsrc, nh, dh, lh, nhd, no, dout, lout, nout);
 }

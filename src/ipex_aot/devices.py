@@ -326,6 +326,37 @@ class InProcessRunner(Runner):
                         progress.advance(1)
         return results
 
+    def detect(self, ids: Sequence[int], source: tuple[str, bytes] = (_EMPTY_NAME, b""),
+               extra: tuple[str, ...] = ()) -> dict[int, str | None]:
+        """``ocloc multi`` through oclocInvoke: one call matches 4096 IDs (ocloc's set-up is paid once).
+
+        A batch that kills its worker or hangs is halved until the one bad ID is found.
+        """
+        if source[1] or extra:
+            return super().detect(ids, source, extra)
+        found: dict[int, str | None] = {}
+        pending = [list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)]
+        while pending:
+            calls = [(("multi", "ids.txt"), (("ids.txt", "".join(f"-file {_EMPTY_NAME} -device 0x{i:04x}\n"
+                                                                  for i in b).encode()), (_EMPTY_NAME, b"")))
+                     for b in pending]
+            halves: list[list[int]] = []
+            singles: list[int] = []
+            for batch, r in zip(pending, self.map(calls, what="matching PCI IDs (ocloc multi)", cheap=True),
+                                strict=True):
+                if r is None or ("Command number" not in r.log and "based on" not in r.log):
+                    if len(batch) == 1:
+                        singles += batch
+                    else:
+                        halves += [batch[: len(batch) // 2], batch[len(batch) // 2:]]
+                    continue
+                named = {int(m.group(1), 16): m.group(2).rstrip(".") for m in _DETECT_RE.finditer(r.log)}
+                found.update({i: named.get(i) for i in batch})
+            if singles:  # one call each: a crash or hang now skips just that ID
+                found.update(super().detect(singles))
+            pending = halves
+        return found
+
     def _replace(self, worker: _Worker) -> None:
         worker.stop(kill=True)
         self._workers[self._workers.index(worker)] = _Worker(self._ctx, self.library)
@@ -441,8 +472,9 @@ class SubprocessRunner(Runner):
                 run_batch(batch[:half])
                 run_batch(batch[half:])
                 return
+            named = {int(m.group(1), 16): m.group(2).rstrip(".") for m in _DETECT_RE.finditer(text)}
             for i in batch:
-                found[i] = _detected_name(text, i)
+                found[i] = named.get(i)
             progress.advance(len(batch))
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
@@ -617,8 +649,10 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             probes: list[tuple[int, int]] = []
             for members in classes.values():
                 info = default_info[members[0]]
-                steppings = [vi.stepping for vi in version_info.values()
-                             if vi.hardware == info.hardware and vi.stepping is not None]
+                siblings = [vi for vi in version_info.values() if vi.hardware == info.hardware]
+                if len(siblings) == 1 and not info.ip_version:
+                    continue  # one generation for this hardware: no stepping can pick another
+                steppings = [vi.stepping for vi in siblings if vi.stepping is not None]
                 top = max(steppings + [info.stepping or 0])
                 probes += [(members[0], rev) for rev in range(0, min(top, 62) + 2)]
             probed = _compile_all(runner, [(f"0x{i:04x}", rev) for i, rev in probes], source, spirv,
@@ -652,7 +686,8 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             default: dict[str, str] = {}
             for (target, _sha), members in classes.items():
                 rmap = rev_maps.get(members[0], {})
-                dgen = default_gen.get(members[0])
+                dgen = default_gen[members[0]] if members[0] in default_gen else pick(
+                    candidates(default_info[members[0]]), None, default_info[members[0]].stepping)
                 if not dgen and target in names and len(names[target]) == 1:
                     dgen = names[target][0]  # ocloc named an accepted product: take its generation
                 if not rmap and not dgen:
