@@ -481,12 +481,21 @@ def encode_parallel(
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(run, i) for i in range(len(bounds))]
             try:
-                parts = [f.result() for f in futures]
-            except BaseException:
+                concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: stop the running pieces, drop the queued ones
                 cancel.set()
                 for f in futures:
                     f.cancel()
                 raise
+            if cancel.is_set():
+                for f in futures:
+                    f.cancel()
+                concurrent.futures.wait(futures)
+                errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+                # report the piece that failed, not the ones it stopped
+                first = [e for e in errors if "cancelled" not in str(e)] or errors
+                raise first[0]
+            parts = [f.result() for f in futures]
         with open(out_path, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
