@@ -128,6 +128,8 @@ def test_devlist_names_resolve_to_exactly_their_generation_in_ocloc(cache_dir): 
         for target in plan_targets(recipe, db).targets:
             if target.device == target.generation:
                 continue  # the IP version itself, which ocloc takes as -device
+            # ocloc lists families (xe-hp = 12.50.4 in 22.43) but refuses them as compile targets.
+            assert target.device not in db.groups, (path.name, target)
             out = subprocess.run(["ocloc", "ids", target.device], capture_output=True, text=True).stdout
             ids = [ln.strip() for ln in out.splitlines() if ln.strip() and ln.strip()[0].isdigit()]
             assert ids == [target.generation], (path.name, target, out)
@@ -205,3 +207,19 @@ def test_validate_reports_newer_generations_and_strict_fails(cache_dir):  # noqa
     assert strict.returncode == RecipeError.exit_code and "newer ocloc" in strict.stderr
     structure = cli(["recipe", "validate", name, "--structure-only"], cache_dir)
     assert structure.returncode == 0 and "structure ok" in structure.stderr
+
+
+def test_a_family_name_is_never_the_devlist(cache_dir, tmp_path):  # noqa: F811
+    db = load_database(settings(cache_dir))
+    families = {g: n for n, gens in db.names.items() if n in db.groups and len(gens) == 1 for g in gens}
+    if not families:
+        pytest.skip("this ocloc lists no family that stands for a single generation")
+    gen, family = sorted(families.items())[0]
+    path = tmp_path / "recipes" / "fam.yaml"
+    path.parent.mkdir()
+    path.write_text((BROKEN / "bad_platform.yaml").read_text()
+                    .replace("    - windows-arm64  #!\n", "").replace('"12.55.8"', f'"{gen}"'))
+    [target] = expand_targets(load_recipe(path), db)
+    assert target.generation == gen and target.device != family
+    products = [n for n, gens in db.names.items() if gens == [gen] and n not in db.groups]
+    assert target.device == (products[0] if products else gen)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ipex_aot.errors import DeviceError, RecipeError
+from ipex_aot.errors import RecipeError
 from ipex_aot.settings import Settings
 
 if TYPE_CHECKING:
@@ -466,21 +466,18 @@ def _resolve_names(recipe: Recipe, db: DeviceDatabase, key: str, name: str, know
 
 
 def _choose_device(recipe: Recipe, db: DeviceDatabase, generation: str) -> str:
-    """An ocloc name that resolves to exactly GENERATION, shaped as the release's build wants it."""
-    exact = [n for n, vs in db.names.items() if list(vs) == [generation]]
-    products = [n for n in exact if n not in db.groups] + [n for n in exact if n in db.groups]
-    patterns = recipe.targets.name_patterns
-    if patterns:
-        for pattern in patterns:
-            hits = [n for n in products if fnmatch.fnmatchcase(n, pattern)]
-            if hits:
-                return hits[0]
-        # No name of the accepted shapes: ocloc also takes the IP version itself.
-        return generation
-    try:
-        return db.device_name(generation)
-    except DeviceError:
-        return products[0] if products else generation
+    """An ocloc name that resolves to exactly GENERATION, shaped as the release's build wants it.
+
+    Only product acronyms qualify: ocloc lists family names too (xe-hp is exactly
+    12.50.4 in 22.43) but refuses them as compile targets. Without a product
+    name the IP version itself is used, which ocloc takes as -device.
+    """
+    products = [n for n, vs in db.names.items() if list(vs) == [generation] and n not in db.groups]
+    for pattern in recipe.targets.name_patterns or ("*",):
+        hits = [n for n in products if fnmatch.fnmatchcase(n, pattern)]
+        if hits:
+            return hits[0]
+    return generation
 
 
 def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
@@ -525,6 +522,8 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
     for gen, name in spec.devices.items():
         key = f"targets.devices.{gen}"
         if gen not in all_listed:
+            if spec.generations == "all":
+                continue  # an override for a generation this ocloc does not list: nothing to build
             raise RecipeError(f"{recipe.where(key)}: {gen} is not among the recipe's target generations")
         if gen in {g for g, _ in unknown}:
             continue
