@@ -72,9 +72,9 @@ def settings_for(dist, cache, jobs=2):
     return Settings.from_env({"IPEX_AOT_DIST": str(dist), "MAX_JOBS": str(jobs), "IPEX_AOT_CACHE": str(cache)})
 
 
-def do_pack(dist, cache, engine="parallel", jobs=2):
+def do_pack(dist, cache, engine="parallel", jobs=2, **kw):
     return pack.pack("recipes/demo.yaml", settings_for(dist, cache, jobs),
-                     options=pack.PackOptions(engine=engine, jobs=jobs))
+                     options=pack.PackOptions(engine=engine, jobs=jobs), **kw)
 
 
 def test_pack_writes_folders_manifest_and_support(tmp_path, libraries, cache):
@@ -209,6 +209,16 @@ def test_bad_build_json_is_one_line_error(tmp_path, libraries, cache, content, m
     assert lines[-1].startswith("error: ") and "12.0.0/build.json" in lines[-1] and message in lines[-1]
     assert "Traceback" not in proc.stderr
     assert not list((dist / "demo").glob("*.7z*"))
+
+
+def test_conformance_results_go_into_the_archive_manifest(tmp_path, libraries, cache):
+    dist = make_dist(tmp_path / "dist", libraries)
+    results = [{"generation": g, "device": "cpu", "verdict": "pass", "report": f"conformance/{g}-cpu.json"}
+               for g in TARGETS]
+    result = do_pack(dist, cache, conformance=results)
+    with py7zr.SevenZipFile(result.archive) as z:
+        z.extract(tmp_path / "x", targets=["manifest.json"])
+    assert json.loads((tmp_path / "x" / "manifest.json").read_text())["conformance"] == results
 
 
 def test_no_build_is_a_clear_error(tmp_path):

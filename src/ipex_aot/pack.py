@@ -167,6 +167,10 @@ def load_folders(dist: Path, name: str) -> list[Folder]:
         folders.append(Folder(generation, library, lib_name, record))
     if not folders:
         raise BuildError(f"{root}: no generation folder with a build.json; run `ipex-aot build {name}` first")
+    unfinished = sorted(p.name for p in root.iterdir()
+                        if p.is_dir() and GENERATION_RE.match(p.name) and not (p / "build.json").exists())
+    if unfinished:
+        log.warn(f"{root}: {', '.join(unfinished)} have no build.json (unfinished builds); they are not packed")
     releases = {f.record["release"] for f in folders}
     if len(releases) > 1:
         raise BuildError(f"{root}: folders come from different releases {sorted(releases)}; rebuild or remove the stale ones")
@@ -221,7 +225,8 @@ def fixed_mtime(folders: Sequence[Folder]) -> int:
     return best if best is not None and best > EPOCH_FALLBACK else EPOCH_FALLBACK
 
 
-def build_manifest(name: str, folders: Sequence[Folder], database: Any | None) -> dict:
+def build_manifest(name: str, folders: Sequence[Folder], database: Any | None,
+                   conformance: Sequence[Mapping[str, Any]] = ()) -> dict:
     first = folders[0].record
     entries = {}
     for folder in folders:
@@ -249,7 +254,7 @@ def build_manifest(name: str, folders: Sequence[Folder], database: Any | None) -
         "artifact_install_path": (first.get("artifact") or {}).get("install_path"),
         "ocloc": {"version": toolchain.get("ocloc")},
         "folders": entries,
-        "conformance": [],
+        "conformance": [dict(c) for c in conformance],
     }
 
 
@@ -458,13 +463,15 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
 
 
 def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None, database: Any | None = None,
-         check_generation: bool = True) -> PackResult:
+         check_generation: bool = True, conformance: Sequence[Mapping[str, Any]] = ()) -> PackResult:
     """Pack the recipe's built generations; returns what was written.
 
     ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`, or a callable
     that loads one) fills the PCI IDs, codenames and support table; without
     it they are left empty, which tests use to stay independent of the
-    device sweep.
+    device sweep. ``conformance`` (entries as in docs/architecture.md, e.g.
+    ``{"generation", "device", "verdict", "report"}``) goes into the manifest
+    as given, so a release can carry its conformance results in the archive.
     """
     opts = options or PackOptions(jobs=settings.jobs)
     if opts.engine not in ENGINES:
@@ -479,7 +486,7 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
             check_generations(folders, settings)
     if callable(database):  # loaded only once the inputs are known to be sound
         database = database()
-    manifest = build_manifest(name, folders, database)
+    manifest = build_manifest(name, folders, database, conformance)
     release = manifest["release"]
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", release):
         raise BuildError(f"{dist / name}: release {release!r} is not usable in a file name")
