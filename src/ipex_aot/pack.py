@@ -39,7 +39,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -365,7 +365,9 @@ def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str
     from py7zr.helpers import ArchiveTimestamp
 
     stamp = ArchiveTimestamp.from_datetime(float(mtime))
-    filters = [{"id": py7zr.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size}]
+    plan_workers(sum(f.size for f in folders), dict_size, replace(opts, jobs=1))  # warns when over --memory
+    filters = [{"id": py7zr.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size,
+                "mf": getattr(lzma, f"MF_{opts.mf.upper()}")}]
     with py7zr.SevenZipFile(tmp, "w", filters=filters) as archive:
         for name, data in small:
             archive.writef(io.BytesIO(data), name)
@@ -394,7 +396,7 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
     exe = find_7zz(opts.sevenzip)
     if exe is None:
         raise ToolchainError("7zz/7z not found on PATH (or IPEX_AOT_7Z); install 7zip or use --engine parallel")
-    workers, _ = plan_workers(sum(f.size for f in folders), dict_size, replace_mf(opts, "bt4"))
+    workers, _ = plan_workers(sum(f.size for f in folders), dict_size, opts)
     with tempfile.TemporaryDirectory(prefix=".pack-", dir=tmp.parent) as stage_dir:
         stage = Path(stage_dir)
         names = []
@@ -409,19 +411,13 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
         for path in stage.rglob("*"):
             os.utime(path, (mtime, mtime), follow_symlinks=False)
         # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
-        cmd = [exe, "a", "-t7z", "-m0=lzma2", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
+        cmd = [exe, "a", "-t7z", f"-m0=lzma2:mf={opts.mf}", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
                "-mtm=off", "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
         run = subprocess.run(cmd, cwd=stage, capture_output=True, text=True)
         if run.returncode != 0:
             raise ArchiveError(f"{Path(exe).name} failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-400:]}")
     progress(sum(f.size for f in folders))
     return workers, []
-
-
-def replace_mf(opts: PackOptions, mf: str) -> PackOptions:
-    from dataclasses import replace
-
-    return replace(opts, mf=mf)
 
 
 _WRITERS = {"parallel": _write_parallel, "py7zr": _write_py7zr, "7zz": _write_7zz}
