@@ -946,7 +946,7 @@ class DeviceDatabase:
             return Lookup(pid, revision, gen, cands,
                           f"rev {revision} is past the newest stepping ocloc was asked about (rev {max(rmap)}); "
                           f"newer steppings run its code {gen}", row)
-        return Lookup(pid, revision, None, cands, rule, row)
+        return Lookup(pid, revision, None, cands, f"ocloc builds none of them for rev {revision}; {rule}", row)
 
     # -- output --
     def to_json(self) -> dict:
