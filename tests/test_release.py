@@ -37,16 +37,22 @@ def released(tmp_path_factory, cache_dir):  # noqa: F811 - the fixture imported 
 
 
 @pytest.mark.slow
-def test_release_writes_archive_manifest_notes_and_reports(released):
+def test_release_writes_archive_manifest_notes_and_reports(released, tmp_path):
     _, _, proc, root = released
+    tmp = tmp_path
     summary = json.loads(proc.stdout)
     archive = Path(summary["archive"])
     assert archive.is_file() and archive.parent == root
     assert sorted(summary["generations"]) == GENERATIONS
     with py7zr.SevenZipFile(archive) as z:
         names = set(z.getnames())
-    assert {f"{g}/libcanary-gpu.so" for g in GENERATIONS} <= names and "manifest.json" in names
+    with py7zr.SevenZipFile(archive) as z:
+        z.extract(path=tmp / "unpacked", targets=["manifest.json"])
+    inside = read_json(tmp / "unpacked" / "manifest.json")
+    assert {f"{g}/libcanary-gpu.so" for g in GENERATIONS} <= names
     manifest = read_json(root / "manifest.json")
+    # Conformance ran before pack, so the archive's own manifest carries the results.
+    assert inside == manifest and inside["conformance"]
     assert sorted(manifest["folders"]) == GENERATIONS
     verdicts = {(c["generation"], c["device"]): c["verdict"] for c in manifest["conformance"]}
     # No Intel GPU here: the CPU path of every generation passes, the XPU runs are skipped, never passed.

@@ -1,9 +1,9 @@
 """A whole release: preflight → build → verify folders → conformance → pack → verify archive → notes.
 
 Conformance runs on the built folders *before* packing, so its results go
-into the archive's own ``manifest.json`` (pack takes them) instead of being
-patched in afterwards; the archive is then verified as a user would receive
-it. The order, each step framed with ``log.step``:
+into the archive's own ``manifest.json`` (``pack(..., conformance=...)``)
+instead of being patched in afterwards; the archive is then verified as a
+user would receive it. The order, each step framed with ``log.step``:
 
 1. preflight and build every target generation (build-tree reuse as the
    recipe says; unchanged generations are skipped, so a rerun resumes);
@@ -20,7 +20,6 @@ it. The order, each step framed with ``log.step``:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ipex_aot import log
 from ipex_aot.build import BuildOptions, built_generations, recipe_dist
 from ipex_aot.errors import ConformanceError, ScanError
-from ipex_aot.fsutil import write_json, write_text
+from ipex_aot.fsutil import write_text
 from ipex_aot.settings import Settings
 
 if TYPE_CHECKING:
@@ -178,30 +177,14 @@ def manifest_entries(reports: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 
 def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], conformance: list[dict]) -> Path:
-    """pack with the conformance results in the archive's manifest.
-
-    pack takes them through ``conformance=`` when it offers that keyword; until
-    it does, release writes them into the copy of manifest.json next to the
-    archive (the archive's own manifest then has an empty list) and says so.
-    """
+    """pack, with the conformance results in the archive's own manifest."""
     from ipex_aot import pack as pack_mod
     from ipex_aot.devices import load_database
 
-    kwargs: dict[str, Any] = {"database": load_database(settings)}
-    takes_results = "conformance" in inspect.signature(pack_mod.pack).parameters
-    if takes_results:
-        kwargs["conformance"] = conformance
-    result = pack_mod.pack(recipe.name, settings, **kwargs)
+    result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance)
     missing = sorted(set(generations) - set(result.manifest.get("folders", {})))
     if missing:
         raise ScanError(f"{result.archive}: built generation(s) {', '.join(missing)} are not in the archive; pack again")
-    if conformance and not result.manifest.get("conformance"):
-        manifest = dict(result.manifest, conformance=conformance)
-        write_json(result.archive.parent / "manifest.json", manifest)
-        log.warn(
-            f"pack does not take conformance results: they are in {result.archive.parent / 'manifest.json'}, "
-            f"not in the manifest inside {result.archive.name}"
-        )
     return result.archive
 
 
