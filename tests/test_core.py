@@ -73,3 +73,14 @@ def test_cli_without_command_prints_help_and_fails():
     r = _cli()
     assert r.returncode == 2
     assert "usage: ipex-aot" in r.stderr
+
+
+def test_atomic_output_files_get_normal_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
