@@ -288,3 +288,35 @@ def test_nox_lists_one_build_session_per_cached_generation(tmp_path, cache_dir):
     # Without a cached database there are none, and listing never starts a sweep.
     assert build.session_generations(settings_for(tmp_path / "dist", tmp_path / "empty-cache")) == []
     assert not (tmp_path / "empty-cache").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_build_leaves_finished_libraries_and_resumes(tmp_path, cache_dir):
+    """SIGKILL of the whole build (no cleanup runs) while the second generation builds."""
+    import signal
+    import time
+
+    path = write_recipe(tmp_path / "recipes", GENERATIONS[:2])
+    env = cli_env(tmp_path / "dist", cache_dir)
+    root = tmp_path / "dist" / "canary"
+    proc = subprocess.Popen([sys.executable, "-m", "ipex_aot", "build", str(path)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (root / "logs" / f"{GENERATIONS[1]}.log").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before the second generation"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first, second = root / GENERATIONS[0], root / GENERATIONS[1]
+    assert sha256_file(first / LIB) == read_json(first / "build.json")["artifact"]["sha256"]
+    assert not (second / "build.json").exists() and not (second / LIB).exists()
+    assert sorted(build.built_generations(tmp_path / "dist", "canary")) == [GENERATIONS[0]]
+    # The rerun keeps the finished generation and builds the other (the killed one's lock is gone with it).
+    rerun = subprocess.run([sys.executable, "-m", "ipex_aot", "build", str(path), "--json"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout) == [{"generation": GENERATIONS[0], "status": "skipped"},
+                                        {"generation": GENERATIONS[1], "status": "built"}]
+    assert no_partial_files(root) == [] and not list((root / "wheels").glob(".*"))

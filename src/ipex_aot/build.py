@@ -461,6 +461,8 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
     reused_tree = ctx.reuse and bool(_snapshot(tree))
     wheels = root / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
+    for stale in wheels.glob(f".{generation}.*"):  # a killed build's scratch (we hold the recipe lock)
+        shutil.rmtree(stale, ignore_errors=True)
     started, start = _now(), time.monotonic()
     log_path.write_text(
         f"# {ctx.recipe.name} {ctx.recipe.release} generation {generation} "
