@@ -43,6 +43,7 @@ from typing import Any
 from ipex_aot import log
 from ipex_aot.errors import DeviceError, IpexAotError, ToolchainError
 from ipex_aot.fsutil import read_json, write_json, write_text
+from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdout
 from ipex_aot.settings import Settings
 
@@ -105,8 +106,6 @@ def architecture_name(family: str) -> str:
 
 # --- binaries ------------------------------------------------------------------------------
 
-EM_INTELGT = 205
-NOTE_PRODUCT_FAMILY, NOTE_GFX_CORE, NOTE_TARGET_METADATA, NOTE_PRODUCT_CONFIG = 1, 2, 3, 6
 
 
 @dataclass(frozen=True)
@@ -156,25 +155,11 @@ def binary_info(data: bytes) -> BinaryInfo:
     """What a device binary says about its target (zebin notes or the legacy program header)."""
     sha = hashlib.sha256(data).hexdigest()
     if len(data) >= 20 and data[:4] == b"\x7fELF" and struct.unpack_from("<H", data, 18)[0] == EM_INTELGT:
-        family = core = stepping = None
-        ip = None
+        note = CompatNote()
         for name, blob in _elf_sections(data):
-            if name != ".note.intelgt.compat":
-                continue
-            for owner, ntype, desc in _notes(blob):
-                if owner != "IntelGT" or len(desc) < 4:
-                    continue
-                value, = struct.unpack_from("<I", desc)
-                if ntype == NOTE_PRODUCT_FAMILY:
-                    family = value
-                elif ntype == NOTE_GFX_CORE:
-                    core = value
-                elif ntype == NOTE_TARGET_METADATA:
-                    stepping = (value >> 8) & 0x1F  # minHwRevisionId
-                elif ntype == NOTE_PRODUCT_CONFIG and value:
-                    # HardwareIpVersion: architecture:10 release:8 (reserved:8) revision:6
-                    ip = f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
-        return BinaryInfo("zebin", sha, family, core, stepping, ip)
+            if name == COMPAT_SECTION:
+                note = read_compat_notes(_notes(blob))
+        return BinaryInfo("zebin", sha, note.family, note.core, note.stepping, note.ip)
     idx = data.find(b"CTNI")
     if idx >= 0 and len(data) >= idx + 24:
         _magic, _version, device, _ptr, _kernels, stepping = struct.unpack_from("<IIIIII", data, idx)

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError
+from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.settings import Settings
 
 NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
@@ -60,12 +61,9 @@ AR_MAGIC = b"!<arch>\n"
 ELF_MAGIC = b"\x7fELF"
 SPIRV_MAGIC = b"\x03\x02\x23\x07"
 CTNI_MAGIC = b"CTNI"
-EM_INTELGT = 205
 #: ocloc's OpenCL ELF container (ET_OPENCL_SOURCE .. ET_OPENCL_DEBUG), which wraps patch tokens.
 ET_OPENCL = range(0xFF01, 0xFF06)
 OPENCL_DEVICE_BINARY = "Intel(R) OpenCL Device Binary"
-NOTE_OWNER = "IntelGT"
-NT_PRODUCT_FAMILY, NT_GFX_CORE, NT_TARGET_METADATA, NT_PRODUCT_CONFIG = 1, 2, 3, 6
 #: Caps that turn a malformed file into an error instead of a hang.
 MAX_SECTIONS = 1 << 16
 MAX_IMAGES = 1 << 20
@@ -443,21 +441,11 @@ def _native_info(v: memoryview) -> tuple[str, int, str | None, tuple[int, int] |
         return None
     size, secs = elf
     if e_machine == EM_INTELGT:
-        family = revision = None
-        ip = None
+        note = CompatNote()
         for name, _t, off, sz in secs:
-            if name != ".note.intelgt.compat":
-                continue
-            for owner, ntype, desc in _elf_notes(v, off, sz):
-                if owner != NOTE_OWNER or len(desc) < 4:
-                    continue
-                value, = struct.unpack_from("<I", desc)
-                if ntype == NT_PRODUCT_FAMILY:
-                    family = value
-                elif ntype == NT_TARGET_METADATA:
-                    revision = (value >> 8) & 0x1F  # minHwRevisionId
-                elif ntype == NT_PRODUCT_CONFIG and value:
-                    ip = f"{value >> 22}.{(value >> 14) & 0xFF}.{value & 0x3F}"
+            if name == COMPAT_SECTION:
+                note = read_compat_notes(_elf_notes(v, off, sz))
+        family, revision, ip = note.family, note.stepping, note.ip
         sig = (family, revision) if family is not None and revision is not None else None
         return "zebin", size, ip, sig
     if e_type in ET_OPENCL:
