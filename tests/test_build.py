@@ -320,3 +320,27 @@ def test_a_killed_build_leaves_finished_libraries_and_resumes(tmp_path, cache_di
     assert json.loads(rerun.stdout) == [{"generation": GENERATIONS[0], "status": "skipped"},
                                         {"generation": GENERATIONS[1], "status": "built"}]
     assert no_partial_files(root) == [] and not list((root / "wheels").glob(".*"))
+
+
+@pytest.mark.slow
+def test_a_build_tree_inside_the_source_is_reused_like_ipex_build_dir(tmp_path, cache_dir):
+    """A command that takes no {build_dir} keeps its tree in the source (IPEX's build/): a copy of
+    the canary given with --source, its CANARY_BUILD_DIR left unset so it uses its own build/."""
+    text = write_recipe(tmp_path / "recipes", GENERATIONS[:2]).read_text()
+    assert '  CANARY_BUILD_DIR: "{build_dir}"\n' in text
+    path = tmp_path / "recipes" / "canary.yaml"
+    path.write_text(text.replace('  CANARY_BUILD_DIR: "{build_dir}"\n', ""))
+    source = tmp_path / "canary-src"
+    shutil.copytree(REPO / "canary", source, ignore=shutil.ignore_patterns("build", "__pycache__", "*.egg-info"))
+    settings = settings_for(tmp_path / "dist", cache_dir)
+    results = build.build(load(path), settings, options=build.BuildOptions(source_dir=source))
+    root = tmp_path / "dist" / "canary"
+    first, second = (read_json(root / r.generation / "build.json") for r in results)
+    assert first["tree"]["objects_recompiled"] == 4 and second["tree"] == {"objects_recompiled": 0, "objects_reused": 4}
+    assert (source / "build" / "canary" / "host" / "canary.o").is_file() and not (root / "build-tree").exists()
+    assert first["source"]["url"] == str(source.resolve()) and first["source"]["tree"] == build.tree_hash(source)
+    # --clean starts from an empty build/ for each generation.
+    results = build.build(load(path), settings, options=build.BuildOptions(source_dir=source, clean=True, force=True))
+    for r in results:
+        assert read_json(root / r.generation / "build.json")["tree"]["objects_recompiled"] == 4
+    assert not (source / "build").exists()
