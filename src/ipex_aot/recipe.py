@@ -496,7 +496,7 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
                 raise RecipeError(f"{recipe.where('targets.from')}: {spec.from_!r} is not a generation the local "
                                   f"ocloc {version} knows; known: {', '.join(known)}")
             start = min(generation_key(g) for g in first)
-        wanted = [g for g in db.generations() if generation_key(g) >= start]
+        wanted = [g for g in known if generation_key(g) >= start]
     else:
         wanted = []
         for i, entry in enumerate(spec.generations):
