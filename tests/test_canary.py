@@ -157,3 +157,23 @@ def test_build_leaves_the_source_folder_clean(fat_build):
         ["git", "status", "--porcelain", "--ignored", "--", "."], cwd=CANARY, capture_output=True, text=True
     ).stdout
     assert "build/" not in status and "egg-info" not in status
+
+
+def test_pe_image_source_lays_out_the_same_table(fat_build, tmp_path):
+    """The Windows variant is not compiled here (no MSVC/clang-cl); its generated C is checked instead."""
+    tmp, _, _ = fat_build
+    sys.path.insert(0, str(CANARY))
+    try:
+        import canary_build
+    finally:
+        sys.path.remove(str(CANARY))
+    natives = sorted((tmp / "tree" / "canary" / "device").glob("*/*.gen"))
+    spirvs = sorted((tmp / "tree" / "canary" / "spirv").glob("*.spv"))
+    out = tmp_path / "images_pe.c"
+    canary_build.write_pe_images(out, natives, spirvs, "acm-g10,tgllp")
+    text = out.read_text()
+    assert f'#pragma section("{NATIVE}", read)' in text and f'#pragma section("{SPIRV}", read)' in text
+    assert '__declspec(allocate(".tgtimg")) const struct canary_image canary_tgtimg[]' in text
+    assert f"canary_tgtimg_count = {len(natives) + len(spirvs)};" in text
+    first = natives[0].read_bytes()
+    assert f"canary_img0[{len(first)}] = {{{','.join(str(b) for b in first[:16])}," in text
