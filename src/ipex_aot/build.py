@@ -686,7 +686,7 @@ def session_generations(settings: Settings | None = None) -> list[str]:
     try:
         settings = settings or Settings.from_env()
         path = cache_path(settings, find_ocloc(settings), pci_ids_file())
-        return DeviceDatabase.from_json(read_json(path)).generations()
+        return DeviceDatabase.from_json(read_json(path)).known_generations()
     except (IpexAotError, OSError, ValueError, KeyError, TypeError):
         return []
 

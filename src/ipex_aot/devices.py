@@ -862,6 +862,10 @@ class DeviceDatabase:
         """Every generation in the table, sorted numerically."""
         return sorted({g for r in self.rows for g in r.generations}, key=generation_key)
 
+    def known_generations(self) -> list[str]:
+        """Every generation ocloc can build for, also those no PCI ID maps to (e.g. 12.57.0 in 22.43)."""
+        return sorted(set(self.generations()) | {g for gens in self.names.values() for g in gens}, key=generation_key)
+
     def rows_for(self, generation: str) -> list[DeviceRow]:
         generation_key(generation)
         return [r for r in self.rows if generation in r.generations]
@@ -880,8 +884,7 @@ class DeviceDatabase:
         products = [n for n in exact if n not in self.groups]
         if products or exact:
             return (products or exact)[0]
-        known = {v for vs in self.names.values() for v in vs}
-        if generation not in known and generation not in self.generations():
+        if generation not in self.known_generations():
             raise DeviceError(f"generation {generation} is unknown to ocloc {self.ocloc.get('version', '')}")
         return generation  # ocloc accepts the version itself as -device
 
@@ -889,8 +892,7 @@ class DeviceDatabase:
         """generation code | acronym | PCI ID → one generation; DeviceError if unknown or ambiguous."""
         text = str(name).strip()
         if _GEN_RE.match(text):
-            known = set(self.generations()) | {v for vs in self.names.values() for v in vs}
-            if text not in known:
+            if text not in self.known_generations():
                 raise DeviceError(f"generation {text} is unknown to ocloc {self.ocloc.get('version', '')}")
             return text
         if text.lower() in self.names:

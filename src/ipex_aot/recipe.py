@@ -441,13 +441,6 @@ class TargetPlan:
                 f"{recipe.toolchain.oneapi or '2025'} or Ubuntu's intel-ocloc) and point OCLOC at it")
 
 
-def _known_generations(db: DeviceDatabase) -> list[str]:
-    from ipex_aot.devices import generation_key
-
-    known = set(db.generations()) | {v for vs in db.names.values() for v in vs}
-    return sorted(known, key=generation_key)
-
-
 def _resolve_names(recipe: Recipe, db: DeviceDatabase, key: str, name: str, known: list[str],
                    *, several: bool) -> list[str] | None:
     """Generations a recipe entry stands for; None when it is a generation code ocloc does not know."""
@@ -485,7 +478,7 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
     from ipex_aot.devices import generation_key
 
     version = str(db.ocloc.get("version", "?"))
-    known = _known_generations(db)
+    known = db.known_generations()
     spec = recipe.targets
     unknown: list[tuple[str, str]] = []
     if spec.generations == "all":
