@@ -247,3 +247,14 @@ def test_cli_fills_pci_ids_and_support_table_from_the_device_database(tmp_path, 
         assert TARGETS[gen] in entry["codenames"]  # the ocloc name the library was built for
     support = (dist / "demo" / "SUPPORT.md").read_text()
     assert db.to_markdown(list(TARGETS)).strip() in support
+
+
+def test_only_the_given_generations_are_packed(tmp_path, libraries, cache):
+    """A release packs its targets; a stale folder of an earlier target list stays out."""
+    dist = make_dist(tmp_path / "dist", libraries)
+    result = do_pack(dist, cache, generations=["12.55.8", "12.0.0"])
+    assert list(result.manifest["folders"]) == ["12.0.0", "12.55.8"]
+    with py7zr.SevenZipFile(result.archive) as z:
+        assert not any(n.startswith("12.10.0") for n in z.getnames())
+    with pytest.raises(BuildError, match=r"no finished build of 12\.60\.7"):
+        do_pack(dist, cache, generations=["12.55.8", "12.60.7"])

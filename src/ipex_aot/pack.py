@@ -123,8 +123,8 @@ def _fail(path: Path, what: str) -> BuildError:
     return BuildError(f"{path}: {what}; rebuild it with `ipex-aot build RECIPE --generation {path.parent.name}`")
 
 
-def load_folders(dist: Path, name: str) -> list[Folder]:
-    """Every generation folder of a recipe with a build.json, checked and ordered.
+def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None) -> list[Folder]:
+    """Every generation folder of a recipe with a build.json (or only ``generations``), checked and ordered.
 
     Order: numeric by generation code, which keeps a family's steppings
     (12.55.0 … 12.55.8) next to each other, so each library follows the one
@@ -139,6 +139,8 @@ def load_folders(dist: Path, name: str) -> list[Folder]:
         generation = path.parent.name
         if not GENERATION_RE.match(generation):
             continue  # logs/, wheels/, conformance/ and the like
+        if generations is not None and generation not in generations:
+            continue  # a stale folder of a generation that is no longer a target
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
@@ -167,6 +169,9 @@ def load_folders(dist: Path, name: str) -> list[Folder]:
         folders.append(Folder(generation, library, lib_name, record))
     if not folders:
         raise BuildError(f"{root}: no generation folder with a build.json; run `ipex-aot build {name}` first")
+    missing = sorted(set(generations or ()) - {f.generation for f in folders}, key=generation_key)
+    if missing:
+        raise BuildError(f"{root}: no finished build of {', '.join(missing)}; run `ipex-aot build {name}` first")
     unfinished = sorted(p.name for p in root.iterdir()
                         if p.is_dir() and GENERATION_RE.match(p.name) and not (p / "build.json").exists())
     if unfinished:
@@ -459,7 +464,8 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
 
 
 def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None, database: Any | None = None,
-         check_generation: bool = True, conformance: Sequence[Mapping[str, Any]] = ()) -> PackResult:
+         check_generation: bool = True, conformance: Sequence[Mapping[str, Any]] = (),
+         generations: Sequence[str] | None = None) -> PackResult:
     """Pack the recipe's built generations; returns what was written.
 
     ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`, or a callable
@@ -468,6 +474,8 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     device sweep. ``conformance`` (entries as in docs/architecture.md, e.g.
     ``{"generation", "device", "verdict", "report"}``) goes into the manifest
     as given, so a release can carry its conformance results in the archive.
+    ``generations`` packs only those folders (a release passes its targets,
+    so a stale folder of an earlier target list is left out).
     """
     opts = options or PackOptions(jobs=settings.jobs)
     if opts.engine not in ENGINES:
@@ -476,7 +484,7 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     dist = Path(settings.dist_dir)
     start = time.monotonic()
     with log.step(f"pack {name}: read build records"):
-        folders = load_folders(dist, name)
+        folders = load_folders(dist, name, generations)
         folders = hash_folders(folders, settings.jobs)
         if check_generation:
             check_generations(folders, settings)
@@ -536,6 +544,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pieces", type=int, default=4,
                    help="parallel engine: pieces of the stream (default 4); the archive's bytes depend on it, "
                         "not on --jobs")
+    p.add_argument("--generation", action="append", metavar="CODE",
+                   help="pack only this generation's folder (repeatable; default: every built folder)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_cmd_pack)
 
@@ -553,7 +563,8 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     )
     if options.pieces < 1:
         raise UsageError("--pieces must be at least 1")
-    result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings))
+    result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings),
+                  generations=args.generation)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     return 0

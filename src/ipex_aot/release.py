@@ -181,7 +181,8 @@ def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], confor
     from ipex_aot import pack as pack_mod
     from ipex_aot.devices import load_database
 
-    result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance)
+    result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance,
+                           generations=generations)
     missing = sorted(set(generations) - set(result.manifest.get("folders", {})))
     if missing:
         raise ScanError(f"{result.archive}: built generation(s) {', '.join(missing)} are not in the archive; pack again")
