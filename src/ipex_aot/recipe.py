@@ -261,7 +261,7 @@ def _explain(error: Any) -> tuple[list[Any], str]:
     if v in ("oneOf", "anyOf"):
         return _explain_choice(error, path)
     if v == "not":
-        return path, "has conflicting keys; see docs/readme/recipes.md"
+        return path, "has conflicting keys; see the recipe format in README.md"
     return path, error.message
 
 
