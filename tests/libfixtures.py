@@ -60,6 +60,19 @@ def have_tools() -> bool:
 
 
 @functools.cache
+def shared_cache(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
+    """One ipex-aot cache per test session (under pytest's base temp), so ocloc signatures are made once."""
+    path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def ocloc_ids(name: str) -> list[str]:
+    """What ocloc itself says a device name stands for (`ocloc ids NAME`)."""
+    out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
+
+
 def _workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ipex-aot-libfixtures-"))
 

@@ -25,16 +25,8 @@ INSTALL_PATH = "ipex_aot_fixture/lib/libgpu.so"
 pytestmark = pytest.mark.skipif(not L.have_tools(), reason="needs ocloc and gcc")
 
 
-def shared_cache(tmp_path_factory) -> Path:
-    """One cache per test session (under pytest's base temp), so ocloc signatures are made once."""
-    path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def ids(name: str) -> list[str]:
-    out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
+shared_cache = L.shared_cache
+ids = L.ocloc_ids
 
 
 @pytest.fixture(scope="module")

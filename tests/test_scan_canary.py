@@ -15,6 +15,9 @@ from ipex_aot import scan
 from ipex_aot.errors import ScanError
 from ipex_aot.settings import Settings
 
+sys.path.insert(0, str(Path(__file__).parent))
+import libfixtures as L  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 LIB_MEMBER = "ipex_aot_canary/lib/libcanary-gpu.so"
 
@@ -22,16 +25,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("ocloc") or not shutil.which("gcc"), reason="needs ocloc and gcc")]
 
 
-def shared_cache(tmp_path_factory) -> Path:
-    """One cache per test session (under pytest's base temp), so ocloc signatures are made once."""
-    path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def ids(name: str) -> list[str]:
-    out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
+shared_cache = L.shared_cache
+ids = L.ocloc_ids
 
 
 def canary_library(tmp: Path, devlist: str, tree: Path) -> Path:
