@@ -59,7 +59,6 @@ def have_tools() -> bool:
     return bool(shutil.which("ocloc") and shutil.which("gcc"))
 
 
-@functools.cache
 def shared_cache(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
     """One ipex-aot cache per test session (under pytest's base temp), so ocloc signatures are made once."""
     path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"
@@ -73,6 +72,7 @@ def ocloc_ids(name: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
 
 
+@functools.cache
 def _workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ipex-aot-libfixtures-"))
 
