@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 from ipex_aot import build
 from ipex_aot.errors import BuildError, SourceError
 from ipex_aot.fsutil import write_json
+from ipex_aot.recipe import load_recipe
 from ipex_aot.settings import Settings
 
 
@@ -127,7 +129,9 @@ def test_placeholders_expand_and_other_braces_pass_through():
 
 def test_platform_env_takes_flat_and_this_platforms_values():
     env = {"A": "1", "linux-x86_64": {"B": "2"}, "windows-x86_64": {"C": "3"}}
-    assert build._platform_env(env, "linux-x86_64") == {"A": "1", "B": "2"}
+    recipe = load_recipe("canary")
+    recipe = dataclasses.replace(recipe, env=env)
+    assert recipe.env_for("linux-x86_64") == {"A": "1", "B": "2"}
 
 
 def test_tree_hash_follows_content_not_build_outputs(tmp_path):

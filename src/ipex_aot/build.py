@@ -186,17 +186,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _platform_env(env: Mapping[str, Any], plat: str) -> dict[str, str]:
-    """The recipe's env: flat, or {platform: {...}} (the host platform's part)."""
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        if isinstance(value, Mapping):
-            if key == plat:
-                out.update({str(k): str(v) for k, v in value.items()})
-        else:
-            out[str(key)] = str(value)
-    return out
-
 
 def inputs_hash(
     recipe: Recipe, target: Target, source: SourceInfo, toolchain: Mapping[str, Any], plat: str
@@ -208,7 +197,7 @@ def inputs_hash(
         "source": source.identity,
         "patches": list(source.patches),
         "toolchain_spec": _jsonable(recipe.toolchain),
-        "env": _platform_env(recipe.env, plat),
+        "env": recipe.env_for(plat),
         "command": list(recipe.build_command or DEFAULT_COMMAND),
         "artifact": recipe.artifacts.get(plat),
         "devlist_variable": recipe.devlist_variable,
@@ -419,7 +408,7 @@ class BuildContext:
     @property
     def tree_in_source(self) -> bool:
         """IPEX-style: the command does not take {build_dir}, so the tree is the source's build/."""
-        texts = [*self.command, *_platform_env(self.recipe.env, self.platform).values()]
+        texts = [*self.command, *self.recipe.env_for(self.platform).values()]
         return not any("{build_dir}" in t for t in texts)
 
     def build_tree(self, generation: str) -> Path:
@@ -480,7 +469,7 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
             "jobs": str(ctx.settings.jobs),
         }
         env = dict(ctx.env)
-        env.update({k: _expand(v, values) for k, v in _platform_env(ctx.recipe.env, ctx.platform).items()})
+        env.update({k: _expand(v, values) for k, v in ctx.recipe.env_for(ctx.platform).items()})
         env[ctx.recipe.devlist_variable] = device
         env["MAX_JOBS"] = str(ctx.settings.jobs)
         cmd = [_expand(part, values) for part in ctx.command]

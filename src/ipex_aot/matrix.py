@@ -64,17 +64,6 @@ def _recipe_arg(recipe: Recipe, root: Path | None) -> str:
         return str(path)
 
 
-def platform_env(recipe: Recipe, platform: str) -> dict[str, str]:
-    """The recipe's env for PLATFORM: flat entries plus that platform's block."""
-    out: dict[str, str] = {}
-    for key, value in recipe.env.items():
-        if isinstance(value, Mapping):
-            if key == platform:
-                out.update({str(k): str(v) for k, v in value.items()})
-        else:
-            out[str(key)] = str(value)
-    return out
-
 
 def cibuildwheel_settings(recipe: Recipe, entry: Mapping[str, Any]) -> dict[str, str]:
     """CIBW_* variables for one matrix entry: the build selector, its environment and the static test.
@@ -84,7 +73,7 @@ def cibuildwheel_settings(recipe: Recipe, entry: Mapping[str, Any]) -> dict[str,
     """
     plat = entry["platform"]
     _, _, arch = CIBW_PLATFORM[plat]
-    env = {k: v for k, v in platform_env(recipe, plat).items() if "{" not in v}  # build-step placeholders stay local
+    env = {k: v for k, v in recipe.env_for(plat).items() if "{" not in v}  # build-step placeholders stay local
     env[recipe.devlist_variable] = entry["devlist"]
     environment = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     recipe_path = recipe.path.resolve().as_posix()

@@ -103,6 +103,17 @@ class Recipe:
         """``file:line: key`` prefix for a message about KEY (the nearest known parent's line)."""
         return f"{_display(self.path)}:{_line_of(self.lines, key)}: {key}"
 
+    def env_for(self, platform: str) -> dict[str, str]:
+        """The recipe's env for PLATFORM: the flat entries plus that platform's block."""
+        out: dict[str, str] = {}
+        for key, value in self.env.items():
+            if isinstance(value, Mapping):
+                if key == platform:
+                    out.update({str(k): str(v) for k, v in value.items()})
+            else:
+                out[str(key)] = str(value)
+        return out
+
     @property
     def repo_root(self) -> Path:
         """The repository holding ``recipes/`` (patch folders and path sources are relative to it)."""
