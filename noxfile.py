@@ -3,7 +3,9 @@
 Every session runs in the environment nox itself was installed in (the
 project's ``.venv`` made by ``setup.sh``), so nothing is reinstalled per
 session; each one parses ``session.posargs`` and calls the package. All logic
-lives in ``src/ipex_aot`` where tests can import it.
+lives in ``src/ipex_aot`` where tests can import it. The noxfile never imports
+the package, so any nox (one installed with pipx, say) can list the sessions,
+and the list is the same on every machine.
 
     nox                                  # the canary release, end to end
     nox -s tests                         # the test suite
@@ -18,8 +20,6 @@ from __future__ import annotations
 import sys
 
 import nox
-
-from ipex_aot.build import session_generations
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["release"]
@@ -62,20 +62,6 @@ def preflight(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Build a recipe's generations: -- RECIPE [--generation X | --device ACRONYM | --pci ID] [--keep-going]."""
     _ipex_aot(session, "build", *_recipe_args(session))
-
-
-def _build_generation(generation: str):  # noqa: ANN202 - a nox session function
-    def session_fn(session: nox.Session) -> None:
-        _ipex_aot(session, "build", *_recipe_args(session), "--generation", generation)
-
-    session_fn.__doc__ = f"Build generation {generation} of a recipe (default: the canary): -- [RECIPE] [--keep-going]."
-    return session_fn
-
-
-# One session per generation of the cached device database (`nox -s devices`
-# fills it), with stable names CI can list with `nox -l --json`.
-for _generation in session_generations():
-    nox.session(name=f"build-{_generation}")(_build_generation(_generation))
 
 
 @nox.session

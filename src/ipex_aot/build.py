@@ -663,23 +663,6 @@ def build(
         return build_targets(ctx, targets)
 
 
-def session_generations(settings: Settings | None = None) -> list[str]:
-    """Generations for nox's per-generation sessions (``build-12.55.8`` …).
-
-    Read from the cached device database only (``nox -s devices`` fills it),
-    so listing sessions never starts a sweep; [] when there is none yet.
-    """
-    from ipex_aot.devices import DeviceDatabase, cache_path, pci_ids_file
-    from ipex_aot.ocloc import find_ocloc
-
-    try:
-        settings = settings or Settings.from_env()
-        path = cache_path(settings, find_ocloc(settings), pci_ids_file())
-        return DeviceDatabase.from_json(read_json(path)).known_generations()
-    except (IpexAotError, OSError, ValueError, KeyError, TypeError):
-        return []
-
-
 # --------------------------------------------------------------------------- CLI
 
 
