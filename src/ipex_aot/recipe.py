@@ -221,19 +221,6 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _schema_at(path: Sequence[Any]) -> dict:
-    node = schema()
-    for part in path:
-        if isinstance(part, int):
-            node = node.get("items", {})
-        else:
-            props = node.get("properties", {})
-            node = props.get(part) or (node.get("additionalProperties") if isinstance(node.get("additionalProperties"), dict) else {})
-        if "$ref" in node:
-            node = schema()["$defs"][node["$ref"].rsplit("/", 1)[1]]
-    return node
-
-
 def _explain(error: Any) -> tuple[list[Any], str]:
     """(key path, message) for one jsonschema error, in the recipe writer's words."""
     path = list(error.absolute_path)
