@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # ocloc (intel-opencl-icd on Debian, intel-ocloc on Ubuntu 24.04+), pci.ids for
-# display names, 7-Zip's command line, git and a C compiler for the canary.
-pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd)
+# display names, 7-Zip's command line, git and a C compiler for the canary,
+# minisign to check that signed releases interoperate with the real tool.
+pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then

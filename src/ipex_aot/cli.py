@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "ipex_aot.install",
     "ipex_aot.conformance",
     "ipex_aot.release",
+    "ipex_aot.signing",
     "ipex_aot.matrix",
 )
 

@@ -66,6 +66,11 @@ class ArchiveError(IpexAotError):
     exit_code = 9
 
 
+class SignatureError(ArchiveError):
+    """A missing, malformed or foreign signature, or a digest that is not the pinned one (exit 9 like any
+    archive that must not be used)."""
+
+
 class InstallError(IpexAotError):
     """Installing or rolling back a library failed; the old library is kept."""
 

@@ -33,6 +33,14 @@ class Settings:
     github_actions: bool
     #: File that GitHub Actions reads step outputs from (``GITHUB_OUTPUT``).
     github_output: Path | None
+    #: The signing key's text, as a CI secret holds it (``IPEX_AOT_SIGN_KEY``).
+    sign_key: str | None = None
+    #: The signing key's file (``IPEX_AOT_SIGN_KEY_FILE``), when not given as text.
+    sign_key_file: Path | None = None
+    #: Password of an encrypted signing key (``IPEX_AOT_SIGN_PASSWORD``); asked on a terminal otherwise.
+    sign_password: str | None = None
+    #: Public key that archives must be signed with (``IPEX_AOT_TRUST_KEY``): its base64 line or a .pub file.
+    trust_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,4 +65,9 @@ class Settings:
             oneapi_root=Path(env["ONEAPI_ROOT"]) if env.get("ONEAPI_ROOT") else None,
             github_actions=env.get("GITHUB_ACTIONS") == "true",
             github_output=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
+            sign_key=env.get("IPEX_AOT_SIGN_KEY") or None,
+            sign_key_file=Path(env["IPEX_AOT_SIGN_KEY_FILE"]) if env.get("IPEX_AOT_SIGN_KEY_FILE") else None,
+            # An empty password is a password (minisign accepts one); only an unset variable means "ask".
+            sign_password=env.get("IPEX_AOT_SIGN_PASSWORD"),
+            trust_key=env.get("IPEX_AOT_TRUST_KEY") or None,
         )
