@@ -258,3 +258,24 @@ def test_only_the_given_generations_are_packed(tmp_path, libraries, cache):
         assert not any(n.startswith("12.10.0") for n in z.getnames())
     with pytest.raises(BuildError, match=r"no finished build of 12\.60\.7"):
         do_pack(dist, cache, generations=["12.55.8", "12.60.7"])
+
+
+def test_signed_pack_is_checked_by_minisign_and_an_unsigned_repack_drops_the_stale_signature(tmp_path, libraries, cache):
+    from ipex_aot import signing
+
+    dist = make_dist(tmp_path / "dist", libraries, gens=("12.0.0",))
+    key = signing.SecretKey.generate()
+    result = do_pack(dist, cache, sign_key=key)
+    sig = result.archive.with_name(result.archive.name + ".minisig")
+    assert result.signature == sig and sig.is_file()
+    public = key.public_key().to_base64()
+    proc = subprocess.run(["minisign", "-V", "-H", "-m", str(result.archive), "-P", public],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"file:{result.archive.name}\thashed\trelease:0.1.0\trecipe:demo" in proc.stdout
+    with py7zr.SevenZipFile(result.archive) as z:
+        z.extract(tmp_path / "x", targets=["SUPPORT.md"])
+    support = (tmp_path / "x" / "SUPPORT.md").read_text()
+    assert public in support and f"minisign -Vm {result.archive.name} -P {public}" in support
+    again = do_pack(dist, cache)
+    assert again.signature is None and not sig.exists()

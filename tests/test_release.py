@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import py7zr
 import pytest
 from test_build import cache_dir, write_recipe  # noqa: F401 - the session cache fixture is shared
 
-from ipex_aot import release
+from ipex_aot import release, signing
 from ipex_aot.fsutil import read_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,23 +23,27 @@ GENERATIONS = ["12.0.0", "12.55.8"]
 pytestmark = pytest.mark.skipif(not shutil.which("ocloc") or not shutil.which("gcc"), reason="needs ocloc and gcc")
 
 
-def run_cli(*args: str, dist: Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(cache), PIP_DISABLE_PIP_VERSION_CHECK="1")
+def run_cli(*args: str, dist: Path, cache: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(cache), PIP_DISABLE_PIP_VERSION_CHECK="1",
+               **env)
     return subprocess.run([sys.executable, "-m", "ipex_aot", *args], env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory, cache_dir):  # noqa: F811 - the fixture imported above
+    """The release, signed with a key from the environment as the workflow passes its secret."""
     tmp = tmp_path_factory.mktemp("release")
     recipe = write_recipe(tmp / "recipes", GENERATIONS)
-    proc = run_cli("release", str(recipe), "--json", dist=tmp / "dist", cache=cache_dir)
+    (tmp / "sign.key").write_text(signing.SecretKey.generate().to_text(None))
+    proc = run_cli("release", str(recipe), "--json", dist=tmp / "dist", cache=cache_dir,
+                   IPEX_AOT_SIGN_KEY=(tmp / "sign.key").read_text())
     assert proc.returncode == 0, proc.stderr
     return tmp, recipe, proc, tmp / "dist" / "canary"
 
 
 @pytest.mark.slow
 def test_release_writes_archive_manifest_notes_and_reports(released, tmp_path):
-    _, _, proc, root = released
+    base, _, proc, root = released
     tmp = tmp_path
     summary = json.loads(proc.stdout)
     archive = Path(summary["archive"])
@@ -63,6 +68,13 @@ def test_release_writes_archive_manifest_notes_and_reports(released, tmp_path):
     assert archive.name in notes and "| Generation | cpu | xpu |" in notes
     for g in GENERATIONS:
         assert f"| `{g}` | pass | skipped" in notes
+    # Signed with the key from IPEX_AOT_SIGN_KEY; the notes give the key and the hand check, which works.
+    public = signing.SecretKey.parse((base / "sign.key").read_text()).public_key().to_base64()
+    assert summary["signature"] == str(archive) + ".minisig"
+    assert "## Verify a download" in notes and f"minisign -Vm {archive.name} -P {public}" in notes
+    check = subprocess.run(["minisign", "-Vm", str(archive), "-P", public], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert f"sha256 of `{archive.name}`: `{hashlib.sha256(archive.read_bytes()).hexdigest()}`" in notes
 
 
 @pytest.mark.slow

@@ -20,6 +20,12 @@ front of the archive, so readers get them without decoding gigabytes.
 Every archive is written to a temporary file, read back with py7zr (each
 CRC, and each library's sha256 against the manifest), and only then renamed
 over the old one: a failure at any point leaves the previous archive intact.
+
+With a signing key (``--sign-key FILE``, ``IPEX_AOT_SIGN_KEY`` or
+``IPEX_AOT_SIGN_KEY_FILE``) the archive gets ``<archive>.minisig`` beside it
+(:mod:`ipex_aot.signing`, minisign's format) and SUPPORT.md prints the public
+key; without one, a signature left from an earlier pack is removed, since it
+no longer matches.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from ipex_aot import log
 from ipex_aot.errors import ArchiveError, BuildError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.settings import Settings
+from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
 
 ENGINES = ("parallel", "7zz", "py7zr")
 GENERATION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -85,10 +92,13 @@ class PackResult:
     engine: str
     workers: int
     pieces: list[tuple[int, int]] = field(default_factory=list)
+    #: ``<archive>.minisig`` when a signing key was given.
+    signature: Path | None = None
 
     def to_json(self) -> dict:
         return {
             "archive": str(self.archive),
+            "signature": str(self.signature) if self.signature else None,
             "size": self.size,
             "unpacked": self.unpacked,
             "seconds": round(self.seconds, 2),
@@ -263,7 +273,9 @@ def build_manifest(name: str, folders: Sequence[Folder], database: Any | None,
     }
 
 
-def support_markdown(manifest: Mapping[str, Any], database: Any | None) -> str:
+def support_markdown(manifest: Mapping[str, Any], database: Any | None, *, signed_by: Any | None = None,
+                     archive_name: str = "ARCHIVE.7z") -> str:
+    """The support table; with SIGNED_BY (a signing.PublicKey) also the key and how to check the archive by hand."""
     generations = list(manifest["folders"])
     head = (
         f"# Supported devices: {manifest['release']}\n\n"
@@ -271,6 +283,9 @@ def support_markdown(manifest: Mapping[str, Any], database: Any | None) -> str:
         f"`{manifest.get('artifact_install_path') or 'the installed GPU library'}` "
         "(or run `ipex-aot install ARCHIVE.7z`).\n\n"
     )
+    if signed_by is not None:
+        # Inside the archive this proves nothing by itself; it tells a user which key to pin for the next one.
+        head += "## Verify a download\n\n" + verify_howto(signed_by, archive_name) + "\n## Devices\n\n"
     if database is not None:
         return head + database.to_markdown(generations).rstrip("\n") + "\n"
     rows = "".join(f"| `{g}` | `{manifest['folders'][g]['file']}` |\n" for g in generations)
@@ -465,7 +480,7 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
 
 def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None, database: Any | None = None,
          check_generation: bool = True, conformance: Sequence[Mapping[str, Any]] = (),
-         generations: Sequence[str] | None = None) -> PackResult:
+         generations: Sequence[str] | None = None, sign_key: SecretKey | None = None) -> PackResult:
     """Pack the recipe's built generations; returns what was written.
 
     ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`, or a callable
@@ -475,7 +490,8 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     ``{"generation", "device", "verdict", "report"}``) goes into the manifest
     as given, so a release can carry its conformance results in the archive.
     ``generations`` packs only those folders (a release passes its targets,
-    so a stale folder of an earlier target list is left out).
+    so a stale folder of an earlier target list is left out). ``sign_key``
+    signs the archive (``<archive>.minisig``).
     """
     opts = options or PackOptions(jobs=settings.jobs)
     if opts.engine not in ENGINES:
@@ -494,8 +510,10 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     release = manifest["release"]
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", release):
         raise BuildError(f"{dist / name}: release {release!r} is not usable in a file name")
-    small = {"manifest.json": _json_bytes(manifest), "SUPPORT.md": support_markdown(manifest, database).encode()}
     archive = dist / name / f"{release}-AOT.7z"
+    public = sign_key.public_key() if sign_key is not None else None
+    small = {"manifest.json": _json_bytes(manifest),
+             "SUPPORT.md": support_markdown(manifest, database, signed_by=public, archive_name=archive.name).encode()}
     dict_size = opts.dict_size or default_dict_size(folders)
     mtime = fixed_mtime(folders)
     total = sum(f.size for f in folders)
@@ -515,14 +533,31 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
             workers, pieces = _WRITERS[opts.engine](tmp, folders, list(small.items()), dict_size, mtime, opts, advance)
         with log.step(f"check {archive.name} by reading it back"):
             verify_archive(tmp, manifest, small)
+        signature_path = archive.with_name(archive.name + SIG_SUFFIX)
+        signature = sign_file(tmp, sign_key, trusted_comment=_trusted_comment(archive.name, manifest)) if sign_key else None
+        # The old signature goes first: an archive must never sit beside a signature of other bytes.
+        signature_path.unlink(missing_ok=True)
         os.replace(tmp, archive)
     finally:
         tmp.unlink(missing_ok=True)
+    if signature is not None and public is not None:
+        write_signature(signature_path, signature)
+        log.info(f"{signature_path.name}: signed by key {public.id}; check it with "
+                 f"minisign -Vm {archive.name} -P {public.to_base64()}")
+    else:
+        log.info(f"{archive.name} is not signed (no --sign-key, IPEX_AOT_SIGN_KEY or IPEX_AOT_SIGN_KEY_FILE)")
     write_json(archive.parent / "manifest.json", manifest)
     write_text(archive.parent / "SUPPORT.md", small["SUPPORT.md"].decode())
     size = archive.stat().st_size
     log.info(f"{archive}: {size / 1e6:.1f} MB from {total / 1e6:.1f} MB ({len(folders)} folders)")
-    return PackResult(archive, manifest, size, total, time.monotonic() - start, opts.engine, workers, pieces)
+    return PackResult(archive, manifest, size, total, time.monotonic() - start, opts.engine, workers, pieces,
+                      signature_path if signature is not None else None)
+
+
+def _trusted_comment(name: str, manifest: Mapping[str, Any]) -> str:
+    """minisign's default trusted comment plus the release and recipe, all covered by the signature."""
+    return (f"timestamp:{int(time.time())}\tfile:{name}\thashed\trelease:{manifest.get('release')}"
+            f"\trecipe:{manifest.get('recipe')}")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -546,6 +581,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "not on --jobs")
     p.add_argument("--generation", action="append", metavar="CODE",
                    help="pack only this generation's folder (repeatable; default: every built folder)")
+    p.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="sign the archive with this minisign secret key (default: IPEX_AOT_SIGN_KEY, then "
+                        "IPEX_AOT_SIGN_KEY_FILE; none: unsigned)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_cmd_pack)
 
@@ -564,7 +602,7 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     if options.pieces < 1:
         raise UsageError("--pieces must be at least 1")
     result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings),
-                  generations=args.generation)
+                  generations=args.generation, sign_key=load_secret_key(settings, args.sign_key))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     return 0

@@ -13,8 +13,11 @@ user would receive it. The order, each step framed with ``log.step``:
    not present (no Intel GPU here) the result is ``skipped``, not a failure;
 4. pack the archive, its manifest carrying the conformance results;
 5. verify the archive (every folder's library holds its generation, the
-   manifest agrees with the files);
-6. ``dist/<recipe>/RELEASE_NOTES.md``: generation × device × verdict.
+   manifest agrees with the files, and its signature checks out when a
+   signing key was given: ``--sign-key``, ``IPEX_AOT_SIGN_KEY`` or
+   ``IPEX_AOT_SIGN_KEY_FILE``);
+6. ``dist/<recipe>/RELEASE_NOTES.md``: generation × device × verdict, the
+   archive's sha256, and the public key with how to check a download.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class ReleaseReport:
     conformance: list[dict] = field(default_factory=list)  # manifest entries
     reports: list[dict] = field(default_factory=list)  # full conformance reports
     archive: Path | None = None
+    signature: Path | None = None
+    public_key: Any = None  # signing.PublicKey of the key that signed the archive
     notes: Path | None = None
     durations: dict[str, float] = field(default_factory=dict)
 
@@ -115,12 +120,28 @@ def release_notes(recipe: Recipe, report: ReleaseReport, records: Mapping[str, d
     from ipex_aot.conformance import conformance_markdown
 
     lines += ["", "## Conformance", "", conformance_markdown(report.reports).rstrip()]
+    if report.archive is not None:
+        lines += ["", "## Verify a download", "", *_verify_lines(report)]
     lines += ["", "## Steps", ""]
     lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.durations.items()]
     return "\n".join(lines) + "\n"
 
 
-def run_release(recipe: Recipe, settings: Settings, options: BuildOptions | None = None) -> ReleaseReport:
+def _verify_lines(report: ReleaseReport) -> list[str]:
+    from ipex_aot.fsutil import sha256_file
+    from ipex_aot.signing import verify_howto
+
+    assert report.archive is not None
+    name, digest = report.archive.name, sha256_file(report.archive)
+    lines = [f"sha256 of `{name}`: `{digest}`; pin it with `ipex-aot install {name} --sha256 {digest}`.", ""]
+    if report.public_key is None:
+        return lines + ["This archive is not signed."]
+    return lines + verify_howto(report.public_key, name).rstrip("\n").splitlines()
+
+
+def run_release(recipe: Recipe, settings: Settings, options: BuildOptions | None = None, *,
+                sign_key: Any = None) -> ReleaseReport:
+    """The whole release; ``sign_key`` (a signing.SecretKey) signs the archive."""
     from ipex_aot import build as build_mod
 
     options = options or BuildOptions()
@@ -138,9 +159,10 @@ def run_release(recipe: Recipe, settings: Settings, options: BuildOptions | None
         report.reports = _conformance(recipe, settings, report.generations)
         report.conformance = manifest_entries(report.reports)
     with _Timed(report, "pack: archive, manifest.json with conformance, SUPPORT.md"):
-        report.archive = _pack(recipe, settings, report.generations, report.conformance)
+        report.archive, report.signature = _pack(recipe, settings, report.generations, report.conformance, sign_key)
+        report.public_key = sign_key.public_key() if sign_key is not None else None
     with _Timed(report, f"verify archive: {report.archive.name}"):
-        _verify_archive(report.archive, settings)
+        _verify_archive(report.archive, settings, report.public_key)
     records = built_generations(dist, recipe.name)
     report.notes = recipe_dist(dist, recipe.name) / "RELEASE_NOTES.md"
     write_text(report.notes, release_notes(recipe, report, records))
@@ -176,23 +198,27 @@ def manifest_entries(reports: Sequence[Mapping[str, Any]]) -> list[dict]:
     ]
 
 
-def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], conformance: list[dict]) -> Path:
-    """pack, with the conformance results in the archive's own manifest."""
+def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], conformance: list[dict],
+          sign_key: Any = None) -> tuple[Path, Path | None]:
+    """pack, with the conformance results in the archive's own manifest; (archive, signature or None)."""
     from ipex_aot import pack as pack_mod
     from ipex_aot.devices import load_database
 
     result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance,
-                           generations=generations)
+                           generations=generations, sign_key=sign_key)
     missing = sorted(set(generations) - set(result.manifest.get("folders", {})))
     if missing:
         raise ScanError(f"{result.archive}: built generation(s) {', '.join(missing)} are not in the archive; pack again")
-    return result.archive
+    return result.archive, result.signature
 
 
-def _verify_archive(archive: Path, settings: Settings) -> list[dict]:
-    """Every folder of the archive as a user receives it: manifest hash and native generation."""
+def _verify_archive(archive: Path, settings: Settings, public_key: Any = None) -> list[dict]:
+    """Every folder of the archive as a user receives it: signature, manifest hash and native generation."""
     from ipex_aot.scan import verify_archive
+    from ipex_aot.signing import Trust, check_archive
 
+    if public_key is not None:
+        log.info(check_archive(archive, Trust(public_key)))
     checked = []
     for folder, path, result in verify_archive(archive, settings):
         log.info(f"{folder}: {path} holds {', '.join(result.generations)}")
@@ -208,11 +234,15 @@ def _cmd_release(args: argparse.Namespace, settings: Settings) -> int:
 
     recipe = load_recipe(args.recipe)
     options = BuildOptions(keep_going=args.keep_going, clean=args.clean, source_dir=Path(args.source) if args.source else None)
-    report = run_release(recipe, settings, options)
+    from ipex_aot.signing import load_secret_key
+
+    # The key (and its password) before hours of building, not after.
+    report = run_release(recipe, settings, options, sign_key=load_secret_key(settings, args.sign_key))
     if args.json:
         print(json.dumps({
             "recipe": report.recipe, "release": report.release, "generations": report.generations,
             "built": report.built, "skipped": report.skipped, "archive": str(report.archive),
+            "signature": str(report.signature) if report.signature else None,
             "notes": str(report.notes), "conformance": report.conformance,
         }, indent=2))
     log.info(f"release {recipe.release}: {len(report.generations)} generations, archive {report.archive}")
@@ -229,5 +259,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-going", action="store_true", help="build the other generations when one fails (the release still stops)")
     p.add_argument("--clean", action="store_true", help="a fresh build tree per generation")
     p.add_argument("--source", metavar="DIR", help="build this source tree instead of the recipe's")
+    p.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="sign the archive with this minisign secret key (default: IPEX_AOT_SIGN_KEY, then "
+                        "IPEX_AOT_SIGN_KEY_FILE; none: unsigned)")
     p.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
     p.set_defaults(func=_cmd_release)
