@@ -41,12 +41,13 @@ def _recipe_args(session: nox.Session) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run ruff and the test suite (the real ocloc, 7z, py7zr, git and torch on the CPU).
+    """Run ruff, mypy and the test suite (the real ocloc, 7z, py7zr, git and torch on the CPU).
 
     The device-database tests run twice: with the ocloc on PATH (Debian bookworm's 22.43) and with
     the modern one setup.sh fetched from Debian sid into .venv/ocloc; either missing fails them.
     """
     session.run(sys.executable, "-m", "ruff", "check", ".", external=True)
+    session.run(sys.executable, "-m", "mypy", external=True)
     session.run(sys.executable, "-m", "pytest", *session.posargs, external=True)
 
 

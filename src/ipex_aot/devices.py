@@ -198,7 +198,7 @@ class _Worker:
         self.proc = ctx.Process(target=_worker_main, args=(child, library), daemon=True)
         self.proc.start()
         child.close()
-        self.job: tuple[int, list[Call]] | None = None
+        self.job: tuple[int, list[int]] | None = None  # (first call index, call indices)
         self.deadline = 0.0
 
     def stop(self, kill: bool = False) -> None:
@@ -400,7 +400,8 @@ class SubprocessRunner(Runner):
                     run_batch(idx[:half])
                     run_batch(idx[half:])
                     return
-                for i, r in zip(idx, got or [self._one(calls[idx[0]], timeout)], strict=True):
+                batch: list[InvokeResult | None] = list(got) if got else [self._one(calls[idx[0]], timeout)]
+                for i, r in zip(idx, batch, strict=True):
                     results[i] = r
                 progress.advance(len(idx))
 
@@ -655,8 +656,8 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
                 dcands = candidates(dinfo)
                 allowed = {generation_key(v)[:2] for v in dcands} or {
                     generation_key(v)[:2] for _, cs in probes_of for v in cs}
-                alone = collections.Counter()
-                votes = collections.Counter()
+                alone: collections.Counter[tuple[int, ...]] = collections.Counter()
+                votes: collections.Counter[tuple[int, ...]] = collections.Counter()
                 for _, cs in probes_of:
                     products = {generation_key(v)[:2] for v in cs}
                     votes.update(products)
@@ -819,10 +820,10 @@ def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[Device
     group_set = set(result.groups)
     by_key: dict[tuple[str, tuple[str, ...]], list[str]] = collections.defaultdict(list)
     for pid, target in result.targets.items():
-        gens = set(result.revisions.get(pid, {}).values())
+        held = set(result.revisions.get(pid, {}).values())
         if pid in result.default:
-            gens.add(result.default[pid])
-        by_key[(target, tuple(sorted(gens, key=generation_key)))].append(pid)
+            held.add(result.default[pid])
+        by_key[(target, tuple(sorted(held, key=generation_key)))].append(pid)
     rows = []
     for (target, gens), pids in by_key.items():
         gen_set = set(gens)

@@ -463,7 +463,7 @@ def _swap_in(lib: Path, new: Path, installed: dict) -> dict:
     with contextlib.suppress(OSError, ValueError):
         old = read_json(record_path)
     keep_backup = bool(old and backup.is_file() and old.get("installed", {}).get("sha256") == current)
-    if keep_backup:
+    if keep_backup and old is not None:
         # The current library is one we installed: the backup already holds what was there before us.
         backup_sha = old["backup_sha256"]
     else:

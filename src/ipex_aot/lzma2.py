@@ -351,7 +351,7 @@ def encode_piece(
     start: int,
     end: int,
     options: Lzma2Options,
-    out: Callable[[bytes], None],
+    out: Callable[[bytes], object],  # a file's write returns a count; it is not used
     progress: Callable[[int], None] | None = None,
     *,
     last: bool,
@@ -491,15 +491,15 @@ def encode_parallel(
                 for f in futures:
                     f.cancel()
                 concurrent.futures.wait(futures)
-                errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+                errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
                 # report the piece that failed, not the ones it stopped
                 first = [e for e in errors if "cancelled" not in str(e)] or errors
                 raise first[0]
             parts = [f.result() for f in futures]
         with open(out_path, "wb") as out:
             for part in parts:
-                with open(part, "rb") as f:
-                    while chunk := f.read(_IO_CHUNK):
+                with open(part, "rb") as piece:
+                    while chunk := piece.read(_IO_CHUNK):
                         out.write(chunk)
         return EncodeResult(out_path.stat().st_size, source.size, bounds, seconds)
     finally:

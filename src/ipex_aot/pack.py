@@ -260,7 +260,8 @@ def build_manifest(name: str, folders: Sequence[Folder], database: Any | None,
                 "finished": folder.record.get("finished"),
             },
         }
-    toolchain = first.get("toolchain") if isinstance(first.get("toolchain"), dict) else {}
+    raw_toolchain = first.get("toolchain")
+    toolchain = raw_toolchain if isinstance(raw_toolchain, dict) else {}
     return {
         "schema": 1,
         "recipe": name,
@@ -449,7 +450,7 @@ _WRITERS = {"parallel": _write_parallel, "py7zr": _write_py7zr, "7zz": _write_7z
 def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, bytes]) -> None:
     """Read the archive back with py7zr: every CRC, each library's sha256 and size, nothing extra."""
     import py7zr
-    from py7zr.io import HashIOFactory
+    from py7zr.io import HashIO, HashIOFactory
 
     expected = {f["file"]: (f["sha256"], f["size"]) for f in manifest["folders"].values()}
     for name, data in small.items():
@@ -471,7 +472,7 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
             product = factory.get(name)
         except KeyError:
             raise ArchiveError(f"{path}: {name} was not extracted when reading back") from None
-        if product.size() != size or product.hash.hexdigest() != sha:
+        if not isinstance(product, HashIO) or product.size() != size or product.hash.hexdigest() != sha:
             raise ArchiveError(f"{path}: {name} reads back with a different size or sha256 than the manifest")
 
 

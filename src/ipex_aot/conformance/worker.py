@@ -127,7 +127,7 @@ def _package(spec: dict[str, Any], device: str) -> dict[str, Any]:
                             "version": _plain(getattr(module, "__version__", None)),
                             "file": str(getattr(module, "__file__", ""))}
     relpath = spec.get("library_relpath")
-    if relpath:
+    if relpath and module.__file__:
         library = Path(module.__file__).resolve().parent.joinpath(*Path(relpath).parts[1:])
         info["library"] = str(library)
         info["library_sha256"] = _sha256(library) if library.is_file() else None

@@ -117,6 +117,8 @@ def build(workload: Workload) -> tuple[nn.Module, torch.Tensor]:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                # BatchNorm2d's statistics are None only with track_running_stats=False, which no workload sets.
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
                 module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
     x = torch.randn(workload.input_shape, generator=gen)
