@@ -94,6 +94,12 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def variants(session: nox.Session) -> None:
+    """Wheel variants of a recipe's built generations + the JIT-only fallback and the index: -- RECIPE [--fallback WHEEL]."""
+    _ipex_aot(session, "variants", *_recipe_args(session))
+
+
+@nox.session
 def release(session: nox.Session) -> None:
     """build → pack → verify → conformance for a recipe (default: the canary)."""
     _ipex_aot(session, "release", *_recipe_args(session))

@@ -110,9 +110,10 @@ def _tool_identity(path: str) -> str:
     return f"{resolved}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def compile_spirv(ocloc: str, kernel: Path, out_dir: Path, probe_device: str, counts: dict[str, int]) -> Path:
-    """OpenCL C -> SPIR-V. ocloc wants a -device even for -spv_only; the
-    front end's output does not depend on it, so it is not part of the key."""
+def compile_spirv(ocloc: str, kernel: Path, out_dir: Path, probe_device: str | None, counts: dict[str, int]) -> Path:
+    """OpenCL C -> SPIR-V. Older ocloc wants a -device even for -spv_only (the
+    JIT-only build passes none); the front end's output does not depend on
+    it, so it is not part of the key."""
     out = out_dir / f"{kernel.stem}.spv"
     key = _digest(STEPS_VERSION, kernel.read_bytes(), _tool_identity(ocloc))
     if _up_to_date(out, key):
@@ -122,8 +123,8 @@ def compile_spirv(ocloc: str, kernel: Path, out_dir: Path, probe_device: str, co
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     _run(
-        [ocloc, "compile", "-file", str(kernel), "-device", probe_device, "-spv_only", "-q",
-         "-out_dir", str(out_dir), "-output", kernel.stem, "-output_no_suffix"],
+        [ocloc, "compile", "-file", str(kernel), *(["-device", probe_device] if probe_device else []), "-spv_only",
+         "-q", "-out_dir", str(out_dir), "-output", kernel.stem, "-output_no_suffix"],
         f"SPIR-V compile of {kernel.name}",
     )
     if not out.is_file():
@@ -313,18 +314,18 @@ def link_library(objects: list[Path], natives: list[Path], spirvs: list[Path], d
 def build_library(build_dir: Path, devlist: str, destination: Path) -> None:
     """Build the GPU library for ``devlist`` in ``build_dir``; copy it to ``destination``."""
     devices = [d.strip() for d in devlist.split(",") if d.strip()]
-    if not devices:
-        raise CanaryBuildError("USE_AOT_DEVLIST is empty; set it to ocloc device names, e.g. USE_AOT_DEVLIST=acm-g10")
     devlist = ",".join(devices)
     tree = build_dir / "canary"
     ocloc = find_ocloc()
-    log(f"build tree {tree}, device list {devlist}, ocloc {ocloc}")
+    # An empty list builds what IPEX builds without USE_AOT_DEVLIST: SPIR-V
+    # only, compiled by the driver at first use (the JIT-only fallback wheel).
+    log(f"build tree {tree}, device list {devlist or '(empty: JIT-only, SPIR-V images alone)'}, ocloc {ocloc}")
     counts = {"compiled": 0, "reused": 0, "device_compiled": 0, "device_reused": 0}
-    spirvs = [compile_spirv(ocloc, k, tree / "spirv", devices[0], counts) for k in KERNELS]
+    spirvs = [compile_spirv(ocloc, k, tree / "spirv", devices[0] if devices else None, counts) for k in KERNELS]
     objects = [compile_host(s, tree / "host", counts) for s in HOST_SOURCES]
     dev_dir = tree / "device" / _slug(devlist)
-    natives = [compile_native(ocloc, spv, devlist, dev_dir, counts) for spv in spirvs]
-    lib = link_library(objects, natives, spirvs, devlist, tree / "link" / _slug(devlist))
+    natives = [compile_native(ocloc, spv, devlist, dev_dir, counts) for spv in spirvs] if devices else []
+    lib = link_library(objects, natives, spirvs, devlist, tree / "link" / (_slug(devlist) if devices else "jit"))
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lib, destination)
     log(

@@ -430,6 +430,15 @@ def _artifact_member(ctx: BuildContext) -> str:
     return member
 
 
+def _command_and_env(ctx: BuildContext, device: str, values: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The build command and its environment for one device list ('' for the JIT-only build)."""
+    env = dict(ctx.env)
+    env.update({k: _expand(v, values) for k, v in ctx.recipe.env_for(ctx.platform).items()})
+    env[ctx.recipe.devlist_variable] = device
+    env["MAX_JOBS"] = str(ctx.settings.jobs)
+    return env, [_expand(part, values) for part in ctx.command]
+
+
 def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
     generation, device = target.generation, target.device
     root = ctx.root
@@ -468,11 +477,7 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
             "build_dir": str(tree),
             "jobs": str(ctx.settings.jobs),
         }
-        env = dict(ctx.env)
-        env.update({k: _expand(v, values) for k, v in ctx.recipe.env_for(ctx.platform).items()})
-        env[ctx.recipe.devlist_variable] = device
-        env["MAX_JOBS"] = str(ctx.settings.jobs)
-        cmd = [_expand(part, values) for part in ctx.command]
+        env, cmd = _command_and_env(ctx, device, values)
         if not ctx.tree_in_source:
             tree.mkdir(parents=True, exist_ok=True)
         before = _snapshot(tree)
@@ -527,6 +532,81 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
     write_json(folder / "build.json", record)
     log.info(f"[{generation}] built {artifact_name} ({size} bytes) in {duration:.1f} s; {report.line()}")
     return GenerationResult(generation, device, "built", duration, record=record, tree=report)
+
+
+#: wheels/<JIT>/ holds the JIT-only wheel; not a generation code, so no generation folder can clash.
+JIT = "jit"
+
+
+def build_jit_wheel(ctx: BuildContext) -> Path:
+    """The JIT-only wheel: the recipe's build command with an empty devlist variable.
+
+    IPEX 2.1 (and the canary) build SPIR-V alone when ``USE_AOT_DEVLIST`` is
+    empty, so this wheel runs on every GPU after the driver's JIT compile:
+    the fallback beside the per-generation wheels. It is kept in
+    ``wheels/jit/`` with a ``build.json`` whose inputs hash lets a rerun skip
+    it, and it reuses the build tree like any generation (only a relink).
+    """
+    with recipe_lock(ctx.root):
+        return _build_jit_wheel(ctx)
+
+
+def _build_jit_wheel(ctx: BuildContext) -> Path:
+    from ipex_aot.recipe import Target as TargetType
+
+    root = ctx.root
+    kept = root / "wheels" / JIT
+    expected = inputs_hash(ctx.recipe, TargetType(generation=JIT, device="", runner=None), ctx.source, ctx.toolchain,
+                           ctx.platform)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        record = read_json(kept / "build.json")
+        wheel = kept / record["wheel"]
+        if not ctx.options.force and record["inputs_hash"] == expected and sha256_file(wheel) == record["sha256"]:
+            log.info(f"[{JIT}] unchanged since the last build; skipped ({wheel})")
+            return wheel
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{JIT}.log"
+    tree = ctx.build_tree(JIT)
+    if not ctx.reuse and tree.exists():
+        shutil.rmtree(tree)
+    (root / "wheels").mkdir(parents=True, exist_ok=True)
+    for stale in (root / "wheels").glob(f".{JIT}.*"):  # a killed build's scratch (we hold the recipe lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    started, start = _now(), time.monotonic()
+    log_path.write_text(
+        f"# {ctx.recipe.name} {ctx.recipe.release} JIT-only ({ctx.recipe.devlist_variable} empty) started {started}\n",
+        encoding="utf-8",
+    )
+    with tempfile.TemporaryDirectory(prefix=f".{JIT}.", dir=root / "wheels") as tmp:
+        values = {"python": sys.executable, "source": str(ctx.source.path), "wheel_dir": tmp,
+                  "build_dir": str(tree), "jobs": str(ctx.settings.jobs)}
+        env, cmd = _command_and_env(ctx, "", values)
+        if not ctx.tree_in_source:
+            tree.mkdir(parents=True, exist_ok=True)
+        rc = run_logged(cmd, env, ctx.source.path, log_path, JIT)
+        if rc != 0:
+            headline = _first_error(log_path)
+            raise BuildError(f"[{JIT}] build command failed (exit {rc})" + (f": {headline}" if headline else "")
+                             + f"; log: {log_path}\n{_tail(log_path)}")
+        built = sorted(Path(tmp).glob("*.whl"))
+        if len(built) != 1:
+            raise BuildError(f"[{JIT}] expected one wheel in {tmp}, found {len(built)}; log: {log_path}")
+        if kept.exists():
+            shutil.rmtree(kept)
+        kept.mkdir()
+        os.replace(built[0], kept / built[0].name)
+    if not ctx.reuse:
+        shutil.rmtree(tree, ignore_errors=True)
+    wheel = kept / built[0].name
+    write_json(kept / "build.json", {
+        "schema": SCHEMA, "recipe": ctx.recipe.name, "release": ctx.recipe.release, "devlist": "",
+        "devlist_variable": ctx.recipe.devlist_variable, "platform": ctx.platform, "wheel": wheel.name,
+        "sha256": sha256_file(wheel), "inputs_hash": expected, "started": started, "finished": _now(),
+        "duration_s": round(time.monotonic() - start, 2), "log": log_path.relative_to(root).as_posix(),
+    })
+    log.info(f"[{JIT}] built {wheel.name} in {time.monotonic() - start:.1f} s")
+    return wheel
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "ipex_aot.conformance",
     "ipex_aot.release",
     "ipex_aot.signing",
+    "ipex_aot.variants",
     "ipex_aot.matrix",
 )
 

@@ -81,3 +81,9 @@ class ConformanceError(IpexAotError):
     """A conformance check failed (wrong numbers, wrong device, JIT seen)."""
 
     exit_code = 11
+
+
+class VariantError(IpexAotError):
+    """Making wheel variants or their index failed (variantlib refused a wheel or a property)."""
+
+    exit_code = 12

@@ -1,0 +1,273 @@
+"""Wheel variants (PEP 817/825): one variant wheel per generation, a JIT-only fallback, their index.
+
+Reads what build wrote (``dist/<recipe>/<generation>/build.json`` and the
+wheel it names) and writes ``dist/<recipe>/variants/``:
+
+- one variant wheel per built generation, with the single property
+  ``intel_gpu :: ip_version :: <generation>`` and the generation as its
+  variant label (``…-cp311-cp311-win_amd64-12.55.8.whl``);
+- the null variant (label ``null``), variantlib's "no property" variant
+  that a variant-aware installer takes when no other one fits: made from the
+  JIT-only wheel (``build_jit_wheel``: the recipe's build with an empty
+  devlist variable) or from a wheel given with ``--fallback`` (the
+  upstream one);
+- ``<name>-<version>-variants.json``, the index installers read.
+
+Every file is made by variantlib's own commands (``make-variant``,
+``generate-index-json``), run as a child process so that the provider
+plugin it loads to check each property sees this run's settings. The folder
+is written beside and swapped in whole, so a failed run leaves the previous
+one as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ipex_aot import log
+from ipex_aot.errors import UsageError, VariantError
+from ipex_aot.settings import Settings
+from ipex_aot.variant_provider import FEATURE, NAMESPACE, PLUGIN_API
+
+if TYPE_CHECKING:
+    from ipex_aot.recipe import Recipe
+
+#: The provider a variant-aware installer installs to run the plugin.
+PROVIDER_REQUIRES = "ipex-aot"
+NULL_LABEL = "null"
+VARIANT_DIST_INFO = "variant.json"
+
+
+def variant_property(generation: str) -> str:
+    return f"{NAMESPACE} :: {FEATURE} :: {generation}"
+
+
+def variant_table() -> str:
+    """The ``[variant]`` table (pyproject.toml form) every variant wheel of a release carries."""
+    return (
+        "[variant.default-priorities]\n"
+        f'namespace = ["{NAMESPACE}"]\n\n'
+        f"[variant.providers.{NAMESPACE}]\n"
+        f'requires = ["{PROVIDER_REQUIRES}"]\n'
+        f'plugin-api = "{PLUGIN_API}"\n'
+    )
+
+
+@dataclass(frozen=True)
+class VariantWheel:
+    label: str  # the generation code, or "null" for the JIT-only fallback
+    generation: str | None
+    path: Path
+    source: Path  # the plain wheel it was made from
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "generation": self.generation, "wheel": self.path.name,
+                "property": variant_property(self.generation) if self.generation else None,
+                "from": str(self.source)}
+
+
+@dataclass(frozen=True)
+class VariantsResult:
+    folder: Path
+    index: Path
+    wheels: list[VariantWheel]
+
+    def to_json(self) -> dict:
+        return {"folder": str(self.folder), "index": str(self.index), "wheels": [w.to_json() for w in self.wheels]}
+
+
+def _variantlib(args: list[str], settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run variantlib's command line in a child: its plugin check loads our provider, which must see
+    this run's cache and ocloc (the device database), not whatever the parent's environment says."""
+    env = dict(os.environ, IPEX_AOT_CACHE=str(settings.cache_dir.resolve()))
+    if settings.ocloc:
+        env["OCLOC"] = settings.ocloc
+    code = "import sys; from variantlib.commands.main import main; sys.argv[0] = 'variantlib'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        raise VariantError(f"variantlib {what} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+
+
+def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> dict[str, Path]:
+    """generation -> the wheel its build.json names, for every finished build (or the WANTED ones)."""
+    from ipex_aot.build import built_generations, recipe_dist
+
+    root = recipe_dist(settings.dist_dir, recipe.name)
+    built = built_generations(settings.dist_dir, recipe.name)
+    wanted = list(wanted)
+    missing = [g for g in wanted if g not in built]
+    if missing:
+        raise UsageError(f"{root}: no finished build of {', '.join(missing)}; run `ipex-aot build {recipe.name} "
+                         f"--generation {missing[0]}` first")
+    if not built:
+        raise UsageError(f"{root}: no finished generation build; run `ipex-aot build {recipe.name}` first")
+    wheels: dict[str, Path] = {}
+    for generation in wanted or sorted(built):
+        rel = built[generation].get("wheel")
+        wheel = root / rel if rel else None
+        if wheel is None or not wheel.is_file():
+            raise UsageError(f"{root / generation / 'build.json'}: the wheel it names ({rel}) is missing; "
+                             f"rebuild with `ipex-aot build {recipe.name} --generation {generation} --force`")
+        wheels[generation] = wheel
+    names = {w.name for w in wheels.values()}
+    if len(names) != 1:
+        raise VariantError(f"{root}/wheels: the generations' wheels have different names ({', '.join(sorted(names))}); "
+                           "variants of one release share one name, version and tags")
+    return wheels
+
+
+def _jit_wheel(recipe: Recipe, settings: Settings) -> Path:
+    from ipex_aot.build import BuildOptions, build_jit_wheel, make_context
+
+    with log.step(f"build {recipe.name}: JIT-only wheel ({recipe.devlist_variable} empty)"):
+        return build_jit_wheel(make_context(recipe, settings, BuildOptions()))
+
+
+def _same_release(fallback: Path, plain: Path) -> None:
+    """The fallback must be the same distribution, version and tags: installers pick among one release's variants."""
+    if not fallback.is_file() or fallback.suffix != ".whl":
+        raise UsageError(f"--fallback {fallback}: not a wheel file")
+    if fallback.name != plain.name:
+        raise UsageError(f"--fallback {fallback.name}: a release's variants share one wheel name; the generations' "
+                         f"wheel is {plain.name}")
+    try:
+        with zipfile.ZipFile(fallback) as zf:
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise UsageError(f"--fallback {fallback}: not a readable wheel ({e})") from None
+    if bad:
+        raise UsageError(f"--fallback {fallback}: member {bad} is corrupt")
+
+
+def read_variant(wheel: Path) -> dict:
+    """The ``*.dist-info/variant.json`` of a variant wheel, parsed."""
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == VARIANT_DIST_INFO:
+                return json.loads(zf.read(name))
+    raise VariantError(f"{wheel}: no *.dist-info/{VARIANT_DIST_INFO}; not a variant wheel")
+
+
+def make_variants(recipe: Recipe, settings: Settings, *, generations: Iterable[str] = (),
+                  fallback: Path | None = None) -> VariantsResult:
+    """Variant wheels of every built generation (or GENERATIONS), the null variant, the index."""
+    from ipex_aot.build import recipe_dist
+
+    root = recipe_dist(settings.dist_dir, recipe.name).resolve()
+    plain = _plain_wheels(recipe, settings, generations)
+    first = next(iter(plain.values()))
+    if fallback is not None:
+        _same_release(fallback, first)
+        fallback_wheel = fallback.resolve()
+    else:
+        fallback_wheel = _jit_wheel(recipe, settings)
+    folder = root / "variants"
+    with log.step(f"variants {recipe.name}: {len(plain)} generation(s) + JIT-only fallback"):
+        stage = Path(tempfile.mkdtemp(prefix=".variants.", dir=root))
+        try:
+            work = stage / ".work"
+            work.mkdir()
+            (work / "pyproject.toml").write_text(variant_table(), encoding="utf-8")
+            made: list[VariantWheel] = []
+            progress = log.Progress("variant wheels", len(plain) + 1, every=0.0)
+            for generation, wheel in plain.items():
+                proc = _variantlib(["make-variant", "-f", str(wheel), "-o", str(stage), "--no-isolation",
+                                    "--pyproject-toml", "pyproject.toml", "--variant-label", generation,
+                                    "-p", variant_property(generation)], settings, work)
+                _check(proc, f"make-variant for {generation}")
+                made.append(VariantWheel(generation, generation, folder / _variant_name(wheel, generation), wheel))
+                progress.advance(note=generation)
+            proc = _variantlib(["make-variant", "-f", str(fallback_wheel), "-o", str(stage), "--null-variant",
+                                "--pyproject-toml", "pyproject.toml"], settings, work)
+            _check(proc, "make-variant --null-variant (the JIT-only fallback)")
+            made.append(VariantWheel(NULL_LABEL, None, folder / _variant_name(fallback_wheel, NULL_LABEL),
+                                     fallback_wheel))
+            progress.advance(note=NULL_LABEL)
+            shutil.rmtree(work)
+            _check(_variantlib(["generate-index-json", "-d", str(stage)], settings, stage), "generate-index-json")
+            index = _check_index(stage, made)
+            for w in made:
+                if not (stage / w.path.name).is_file():
+                    raise VariantError(f"variantlib make-variant wrote no {w.path.name}")
+            _swap(stage, folder)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    for w in made:
+        log.info(f"  {w.label:>10}  {w.path.name}")
+    return VariantsResult(folder, folder / index.name, made)
+
+
+def _variant_name(wheel: Path, label: str) -> str:
+    return f"{wheel.name[: -len('.whl')]}-{label}.whl"
+
+
+def _check_index(stage: Path, made: list[VariantWheel]) -> Path:
+    """generate-index-json logs and skips what it cannot merge; make sure every label is in the one index."""
+    indexes = sorted(stage.glob("*-variants.json"))
+    if len(indexes) != 1:
+        raise VariantError(f"variantlib generate-index-json wrote {len(indexes)} index files, expected one")
+    data = json.loads(indexes[0].read_text(encoding="utf-8"))
+    labels = set(data.get("variants", {}))
+    expected = {w.label for w in made}
+    if labels != expected:
+        raise VariantError(f"{indexes[0].name} lists variants {sorted(labels)}, expected {sorted(expected)}")
+    return indexes[0]
+
+
+def _swap(stage: Path, folder: Path) -> None:
+    """Put the staged folder in place of FOLDER: the old one is moved aside first, removed last."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(stage, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_variants(args: argparse.Namespace, settings: Settings) -> int:
+    from ipex_aot.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    result = make_variants(recipe, settings, generations=args.generation,
+                           fallback=Path(args.fallback) if args.fallback else None)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    log.info(f"{len(result.wheels)} variant wheels and {result.index.name} in {result.folder}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "variants",
+        help="turn a recipe's built wheels into wheel variants (one per generation + JIT-only) and their index",
+        description="Make dist/<recipe>/variants/: a variant wheel per built generation "
+                    f"({NAMESPACE} :: {FEATURE} :: <generation>), the null variant from the JIT-only wheel, "
+                    "and the *-variants.json index, with variantlib.",
+    )
+    p.add_argument("recipe", help="recipe file or name, e.g. recipes/canary.yaml or canary")
+    p.add_argument("--generation", action="append", default=[], metavar="CODE",
+                   help="only this built generation (repeatable; default: every built one)")
+    p.add_argument("--fallback", metavar="WHEEL",
+                   help="the JIT-only wheel to make the null variant from (e.g. the upstream wheel); "
+                        "default: build it with an empty devlist variable")
+    p.add_argument("--json", action="store_true", help="print the variant wheels and the index as JSON on stdout")
+    p.set_defaults(func=_cmd_variants)
