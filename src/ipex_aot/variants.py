@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -179,7 +179,9 @@ def make_variants(recipe: Recipe, settings: Settings, *, generations: Iterable[s
         fallback_wheel = _jit_wheel(recipe, settings)
     folder = root / "variants"
     with log.step(f"variants {recipe.name}: {len(plain)} generation(s) + JIT-only fallback"):
-        stage = Path(tempfile.mkdtemp(prefix=".variants.", dir=root))
+        # mkdir, not mkdtemp: the folder users publish gets the umask's mode, not 0700.
+        stage = root / f".variants.{os.getpid()}.{secrets.token_hex(4)}"
+        stage.mkdir()
         try:
             work = stage / ".work"
             work.mkdir()
