@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import functools
 import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -37,6 +39,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from ipex_aot.fsutil import read_json, write_json, write_text
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdout
 from ipex_aot.settings import Settings
+from ipex_aot.untrusted import printable
 
 SCHEMA = 1
 ALL_IDS = range(0x10000)
@@ -1038,12 +1042,36 @@ def load_database(settings: Settings, *, refresh: bool = False, ocloc: Ocloc | N
     path = cache_path(settings, ocloc, pci_path, ids)
     if path.is_file() and not refresh:
         try:
-            return DeviceDatabase.from_json(read_json(path))
+            return DeviceDatabase.from_json(validate_cache(read_json(path)))
         except (ValueError, KeyError, TypeError, IpexAotError, OSError) as e:
-            log.warn(f"device cache {path} is unreadable ({e.__class__.__name__}); rebuilding it")
+            log.warn(f"device cache {path} is unreadable ({printable(str(e))[:160]}); rebuilding it")
+    elif os.path.lexists(path) and not path.is_file():
+        # A folder, link or device where the cache file belongs: ours to replace, nothing else reads it.
+        log.warn(f"device cache {path} is not a file; replacing it")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     db = build_database(ocloc, ids=ids, jobs=settings.jobs, pci_path=pci_path)
     write_json(path, db.to_json())
     return db
+
+
+@functools.cache
+def _cache_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    text = resources.files("ipex_aot").joinpath("resources/devices.schema.json").read_text(encoding="utf-8")
+    return Draft202012Validator(json.loads(text))
+
+
+def validate_cache(data: Any) -> Mapping[str, Any]:
+    """DATA when it matches ``resources/devices.schema.json``; ValueError naming the first mismatch otherwise."""
+    error = next(iter(_cache_validator().iter_errors(data)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+        raise ValueError(f"{where}: {error.message[:120]}")
+    return data
 
 
 # --- command line --------------------------------------------------------------------------

@@ -67,5 +67,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """JSON from PATH, refusing documents nested deeper than any this project writes (ValueError)."""
+    from ipex_aot.untrusted import loads_json
+
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return loads_json(f.read())

@@ -40,6 +40,7 @@ from ipex_aot import log
 from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.settings import Settings
+from ipex_aot.untrusted import loads_json
 
 INTEL_VENDOR = "8086"
 MANIFEST = "manifest.json"
@@ -103,7 +104,7 @@ def parse_powershell(text: str) -> list[Gpu]:
     if not text:
         return []
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except ValueError as e:
         raise DeviceError(f"PowerShell's Win32_VideoController output is not JSON ({e}); "
                           "run the query by hand to see why") from None

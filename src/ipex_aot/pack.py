@@ -55,6 +55,7 @@ from ipex_aot.errors import ArchiveError, BuildError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
+from ipex_aot.untrusted import loads_json
 
 ENGINES = ("parallel", "7zz", "py7zr")
 GENERATION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -152,11 +153,13 @@ def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None
         if generations is not None and generation not in generations:
             continue  # a stale folder of a generation that is no longer a target
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = loads_json(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
             raise _fail(path, f"cannot be read ({e})") from None
         except json.JSONDecodeError as e:
             raise _fail(path, f"is not valid JSON (line {e.lineno}: {e.msg})") from None
+        except ValueError as e:
+            raise _fail(path, f"is not a build record ({e})") from None
         if not isinstance(record, dict):
             raise _fail(path, "is not a JSON object")
         artifact = record.get("artifact")

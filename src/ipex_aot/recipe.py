@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipex_aot.errors import RecipeError
 from ipex_aot.settings import Settings
+from ipex_aot.untrusted import MAX_YAML_BYTES, YamlTooBig, check_yaml_bounds
 
 if TYPE_CHECKING:
     from ipex_aot.devices import DeviceDatabase
@@ -340,9 +341,18 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
     path = find_recipe(path_or_name)
     shown = _display(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise RecipeError(f"{shown}: larger than {MAX_YAML_BYTES >> 20} MiB; a recipe is a few KB, is this the "
+                              "right file?")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{shown}: cannot read the recipe: {e}") from None
+    try:
+        check_yaml_bounds(text)
+    except YamlTooBig as e:
+        raise RecipeError(f"{shown}:{e.line}: {e.message}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
