@@ -94,7 +94,7 @@ def check_yaml_bounds(text: str, *, max_depth: int = MAX_YAML_DEPTH, max_nodes: 
                 if event.anchor:
                     sizes[event.anchor] = 1
             elif isinstance(event, yaml.AliasEvent):
-                added = sizes.get(event.anchor, 1)
+                added = sizes.get(event.anchor or "", 1)
             else:
                 continue
             if stack:
