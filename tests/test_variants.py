@@ -121,6 +121,8 @@ def test_plugin_refuses_a_generation_ocloc_cannot_build(made, tmp_path):
 def test_rerun_skips_the_jit_build_and_replaces_the_folder_whole(made):
     _, recipe, env, root, folder = made
     before = {p.name for p in folder.iterdir()}
+    stale = root / ".variants.4242.deadbeef"  # what a killed run leaves
+    (stale / ".work").mkdir(parents=True)
     proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--json"], env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -128,6 +130,7 @@ def test_rerun_skips_the_jit_build_and_replaces_the_folder_whole(made):
     summary = json.loads(proc.stdout)
     assert [w["label"] for w in summary["wheels"]] == [*GENERATIONS, "null"]
     assert {p.name for p in folder.iterdir()} == before
+    assert not stale.exists()
 
 
 @pytest.mark.slow

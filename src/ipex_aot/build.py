@@ -546,12 +546,8 @@ def build_jit_wheel(ctx: BuildContext) -> Path:
     the fallback beside the per-generation wheels. It is kept in
     ``wheels/jit/`` with a ``build.json`` whose inputs hash lets a rerun skip
     it, and it reuses the build tree like any generation (only a relink).
+    The caller holds :func:`recipe_lock` (the tree is shared with the generations).
     """
-    with recipe_lock(ctx.root):
-        return _build_jit_wheel(ctx)
-
-
-def _build_jit_wheel(ctx: BuildContext) -> Path:
     from ipex_aot.recipe import Target as TargetType
 
     root = ctx.root

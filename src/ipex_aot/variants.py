@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 #: The provider a variant-aware installer installs to run the plugin.
 PROVIDER_REQUIRES = "ipex-aot"
 NULL_LABEL = "null"
-VARIANT_DIST_INFO = "variant.json"
 
 
 def variant_property(generation: str) -> str:
@@ -154,29 +153,31 @@ def _same_release(fallback: Path, plain: Path) -> None:
         raise UsageError(f"--fallback {fallback}: member {bad} is corrupt")
 
 
-def read_variant(wheel: Path) -> dict:
-    """The ``*.dist-info/variant.json`` of a variant wheel, parsed."""
-    with zipfile.ZipFile(wheel) as zf:
-        for name in zf.namelist():
-            parts = name.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == VARIANT_DIST_INFO:
-                return json.loads(zf.read(name))
-    raise VariantError(f"{wheel}: no *.dist-info/{VARIANT_DIST_INFO}; not a variant wheel")
-
 
 def make_variants(recipe: Recipe, settings: Settings, *, generations: Iterable[str] = (),
                   fallback: Path | None = None) -> VariantsResult:
     """Variant wheels of every built generation (or GENERATIONS), the null variant, the index."""
-    from ipex_aot.build import recipe_dist
+    from ipex_aot.build import recipe_dist, recipe_lock
 
     root = recipe_dist(settings.dist_dir, recipe.name).resolve()
     plain = _plain_wheels(recipe, settings, generations)
     first = next(iter(plain.values()))
     if fallback is not None:
         _same_release(fallback, first)
-        fallback_wheel = fallback.resolve()
-    else:
-        fallback_wheel = _jit_wheel(recipe, settings)
+    # One run per recipe at a time: the JIT build shares the build tree, and stale staging folders
+    # (a killed run's) can only be swept while no other run writes one.
+    with recipe_lock(root):
+        for stale in root.glob(".variants.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        fallback_wheel = fallback.resolve() if fallback is not None else _jit_wheel(recipe, settings)
+        if fallback_wheel.name != first.name:
+            raise VariantError(f"{fallback_wheel}: the JIT-only wheel's name differs from the generations' "
+                               f"({first.name}); variants of one release share one name, version and tags")
+        return _make_variants(recipe, settings, root, plain, fallback_wheel)
+
+
+def _make_variants(recipe: Recipe, settings: Settings, root: Path, plain: dict[str, Path],
+                   fallback_wheel: Path) -> VariantsResult:
     folder = root / "variants"
     with log.step(f"variants {recipe.name}: {len(plain)} generation(s) + JIT-only fallback"):
         # mkdir, not mkdtemp: the folder users publish gets the umask's mode, not 0700.
