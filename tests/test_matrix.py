@@ -14,8 +14,9 @@ import pytest
 from libfixtures import build_elf_library, have_tools, ocloc_image
 from test_build import cache_dir  # noqa: F401 - the session's device-database cache
 
-from ipex_aot.devices import generation_key, load_database
+from ipex_aot.devices import load_database
 from ipex_aot.errors import RecipeError, ScanError, UsageError
+from ipex_aot.generation import sort_generations
 from ipex_aot.matrix import HOSTED, check_cibuildwheel, cibuildwheel_settings, matrix_entries
 from ipex_aot.recipe import load_recipe, plan_targets
 from ipex_aot.settings import Settings
@@ -42,7 +43,7 @@ def test_one_entry_per_generation_and_platform_with_the_right_devlist(path, cach
     recipe = load_recipe(path)
     plan = plan_targets(recipe, db)
     entries = matrix_entries(recipe, db, root=REPO)
-    wanted = (sorted(recipe.targets.generations, key=generation_key) if recipe.targets.generations != "all"
+    wanted = (sort_generations(recipe.targets.generations) if recipe.targets.generations != "all"
               else [t.generation for t in plan.targets])
     devices = {t.generation: t.device for t in plan.targets}
     newer = {g for g, _ in plan.unknown}

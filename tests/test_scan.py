@@ -17,6 +17,7 @@ import pytest
 from ipex_aot import scan
 from ipex_aot.errors import ScanError
 from ipex_aot.fsutil import sha256_file, write_json
+from ipex_aot.generation import sort_generations
 from ipex_aot.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,7 +51,7 @@ def test_fat_binary_entries_name_their_generations(tmp_path, sigs):
     data = L.ocloc_image("acm-g10,tgllp")
     r = scan.scan_file(write(tmp_path, "fat.ar", data), signatures=sigs)
     assert r.format == "ar"
-    assert r.generations == sorted(ids("acm-g10") + ids("tgllp"), key=scan._gen_key)
+    assert r.generations == sort_generations(ids("acm-g10") + ids("tgllp"))
     assert r.generic_ir  # -spirv_input keeps the SPIR-V as generic_ir
     assert all(r.bytes_per_generation[g] > 0 for g in r.generations)
     no_ir = scan.scan_file(write(tmp_path, "fat2.ar", L.ocloc_image("acm-g10,tgllp", exclude_ir=True)), signatures=sigs)
@@ -92,7 +93,7 @@ def test_elf_library(tmp_path, sigs, tgtimg):
                               [L.ocloc_spirv()], tgtimg=tgtimg)
     r = scan.scan_file(lib, signatures=sigs)
     assert r.format == "elf" and r.found_by == ("tgtimg" if tgtimg else "sections")
-    assert r.generations == sorted(set(ids("acm-g10") + ids("pvc") + ids("tgllp")), key=scan._gen_key)
+    assert r.generations == sort_generations(set(ids("acm-g10") + ids("pvc") + ids("tgllp")))
     assert r.generic_ir and r.spirv_images == 2  # the JIT image and the fat binary's generic_ir
     assert r.images == 3
     scan.require_generation(lib, ids("pvc")[0], signatures=sigs)
@@ -166,7 +167,7 @@ def test_cli_scan_json_and_errors(tmp_path, settings):
     proc = cli("scan", str(lib), "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["generations"] == sorted(ids("acm-g10") + ids("pvc"), key=scan._gen_key)
+    assert out["generations"] == sort_generations(ids("acm-g10") + ids("pvc"))
     assert out["generic_ir"] is True and out["images"] == 2
     assert set(out["bytes_per_generation"]) == set(out["generations"])
     cut = write(tmp_path, "cut.so", lib.read_bytes()[:3000])
@@ -238,7 +239,7 @@ def test_gnu_ar_long_member_names(tmp_path, sigs):
                    check=True)
     assert b"//" in (tmp_path / "fat.a").read_bytes()[:200]
     r = scan.scan_file(tmp_path / "fat.a", signatures=sigs)
-    assert r.generations == sorted(ids("acm-g10") + ids("pvc"), key=scan._gen_key)
+    assert r.generations == sort_generations(ids("acm-g10") + ids("pvc"))
     assert any("a-member-name-longer-than-fifteen.bin" in i.how for i in r.details)
 
 

@@ -46,6 +46,7 @@ from typing import Any
 from ipex_aot import log
 from ipex_aot.errors import DeviceError, IpexAotError, ToolchainError
 from ipex_aot.fsutil import read_json, write_json, write_text
+from ipex_aot.generation import Generation, generation_order, is_generation
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdout
 from ipex_aot.settings import Settings
@@ -64,18 +65,9 @@ MARKDOWN_HEADER = ("| PCI ID (Only the device part) | Codename | Architecture | 
 #: Per-call limit: a compile of the one-line kernel takes well under a second.
 CALL_TIMEOUT = 60.0
 
-_GEN_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _PCI_RE = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]{1,4})$")
 _DETECT_RE = re.compile(r"based on (0x[0-9A-Fa-f]+) device id:\s*(\S+)")
 _EMPTY_NAME = "empty.cl"
-
-
-def generation_key(generation: str) -> tuple[int, int, int]:
-    """Numeric sort key of ``major.minor.revision``; DeviceError if malformed."""
-    m = _GEN_RE.match(str(generation).strip())
-    if not m:
-        raise DeviceError(f"{generation!r} is not a generation code; expected major.minor.revision such as 12.55.8")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
 def normalize_pci_id(text: str) -> str:
@@ -585,7 +577,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             skipped = [f"{i:04X}" for i in ids if i not in detected]
             hits = {i: t for i, t in detected.items() if t}
 
-            versions = sorted({v for vs in names.values() for v in vs}, key=generation_key)
+            versions = sorted({v for vs in names.values() for v in vs}, key=generation_order)
             by_sha: dict[str, list[str]] = collections.defaultdict(list)
             version_info: dict[str, BinaryInfo] = {}
             for v, info in zip(versions, _compile_all(runner, [(v, None) for v in versions], source, spirv,
@@ -602,7 +594,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
 
             def pick(cands: list[str], product: tuple[int, int] | None, step: int | None) -> str | None:
                 if product is not None:
-                    cands = [v for v in cands if generation_key(v)[:2] == product]
+                    cands = [v for v in cands if Generation.parse(v).product == product]
                 if len(cands) > 1:
                     cands = [v for v in cands if v not in version_info or version_info[v].stepping == step] or cands
                 return cands[0] if len(cands) == 1 else None
@@ -658,12 +650,12 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             for i, probes_of in per_rep.items():
                 dinfo = default_info[i]
                 dcands = candidates(dinfo)
-                allowed = {generation_key(v)[:2] for v in dcands} or {
-                    generation_key(v)[:2] for _, cs in probes_of for v in cs}
-                alone: collections.Counter[tuple[int, ...]] = collections.Counter()
-                votes: collections.Counter[tuple[int, ...]] = collections.Counter()
+                allowed = {Generation.parse(v).product for v in dcands} or {
+                    Generation.parse(v).product for _, cs in probes_of for v in cs}
+                alone: collections.Counter[tuple[int, int]] = collections.Counter()
+                votes: collections.Counter[tuple[int, int]] = collections.Counter()
                 for _, cs in probes_of:
-                    products = {generation_key(v)[:2] for v in cs}
+                    products = {Generation.parse(v).product for v in cs}
                     votes.update(products)
                     if len(products) == 1:
                         alone.update(products)
@@ -827,7 +819,7 @@ def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[Device
         held = set(result.revisions.get(pid, {}).values())
         if pid in result.default:
             held.add(result.default[pid])
-        by_key[(target, tuple(sorted(held, key=generation_key)))].append(pid)
+        by_key[(target, tuple(sorted(held, key=generation_order)))].append(pid)
     rows = []
     for (target, gens), pids in by_key.items():
         gen_set = set(gens)
@@ -845,7 +837,7 @@ def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[Device
                               revisions={p: result.revisions.get(p, {}) for p in pids},
                               product=product_name(raw), target=target,
                               default={p: result.default[p] for p in pids if p in result.default}))
-    rows.sort(key=lambda r: (generation_key(r.generations[0]) if r.generations else (0, 0, 0), r.pci_ids))
+    rows.sort(key=lambda r: (generation_order(r.generations[0]) if r.generations else (-1, ''), r.pci_ids))
     return rows
 
 
@@ -865,14 +857,14 @@ class DeviceDatabase:
     # -- queries --
     def generations(self) -> list[str]:
         """Every generation in the table, sorted numerically."""
-        return sorted({g for r in self.rows for g in r.generations}, key=generation_key)
+        return sorted({g for r in self.rows for g in r.generations}, key=generation_order)
 
     def known_generations(self) -> list[str]:
         """Every generation ocloc can build for, also those no PCI ID maps to (e.g. 12.57.0 in 22.43)."""
-        return sorted(set(self.generations()) | {g for gens in self.names.values() for g in gens}, key=generation_key)
+        return sorted(set(self.generations()) | {g for gens in self.names.values() for g in gens}, key=generation_order)
 
     def rows_for(self, generation: str) -> list[DeviceRow]:
-        generation_key(generation)
+        Generation.parse(generation)
         return [r for r in self.rows if generation in r.generations]
 
     def family_generations(self, family: str) -> list[str]:
@@ -880,11 +872,11 @@ class DeviceDatabase:
         if family not in self.names:
             raise DeviceError(f"{family!r} is not a name ocloc {self.ocloc.get('version', '')} accepts; "
                               f"known: {', '.join(self.names)}")
-        return sorted(self.names[family], key=generation_key)
+        return sorted(self.names[family], key=generation_order)
 
     def device_name(self, generation: str) -> str:
         """The ocloc name that stands for exactly this generation (a product acronym when there is one)."""
-        generation_key(generation)
+        Generation.parse(generation)
         exact = [n for n, vs in self.names.items() if vs == [generation]]
         products = [n for n in exact if n not in self.groups]
         if products or exact:
@@ -896,7 +888,7 @@ class DeviceDatabase:
     def resolve(self, name: str) -> str:
         """generation code | acronym | PCI ID → one generation; DeviceError if unknown or ambiguous."""
         text = str(name).strip()
-        if _GEN_RE.match(text):
+        if is_generation(text):
             if text not in self.known_generations():
                 raise DeviceError(f"generation {text} is unknown to ocloc {self.ocloc.get('version', '')}")
             return text
@@ -951,7 +943,7 @@ class DeviceDatabase:
             raise ValueError("not a device database of this schema")
         for r in d["rows"]:
             for g in r["generations"]:
-                generation_key(g)
+                Generation.parse(g)
         return cls(ocloc=dict(d["ocloc"]), rows=[DeviceRow.from_json(r) for r in d["rows"]],
                    names={k: list(v) for k, v in d.get("names", {}).items()}, groups=d.get("groups", []),
                    skipped=d.get("skipped", []), meta=d.get("meta", {}))

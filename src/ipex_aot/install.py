@@ -39,6 +39,7 @@ from typing import Any
 from ipex_aot import log
 from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
+from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import loads_json
 
@@ -344,7 +345,7 @@ def find_library(install_path: str, ipex_dir: Path | None) -> Path:
 
 def choose_generation(info: ArchiveInfo, generation: str | None, gpus: Sequence[Gpu], db_note: str | None) -> str:
     folders = info.manifest["folders"]
-    available = ", ".join(sorted(folders, key=_gen_key))
+    available = ", ".join(sorted(folders, key=generation_order))
     if generation:
         if generation not in folders:
             raise InstallError(f"{info.path} has no folder {generation}; it has {available}")
@@ -374,13 +375,6 @@ def choose_generation(info: ArchiveInfo, generation: str | None, gpus: Sequence[
     if gen not in folders:
         raise InstallError(f"this GPU needs generation {gen}, which {info.path} does not have ({available})")
     return gen
-
-
-def _gen_key(g: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in g.split("."))
-    except ValueError:
-        return (1 << 30,)
 
 
 def _record_path(lib: Path) -> Path:

@@ -13,15 +13,12 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ipex_aot.generation import Generation
+
 EM_INTELGT = 205
 COMPAT_SECTION = ".note.intelgt.compat"
 NOTE_OWNER = "IntelGT"
 NT_PRODUCT_FAMILY, NT_GFX_CORE, NT_TARGET_METADATA, NT_PRODUCT_CONFIG = 1, 2, 3, 6
-
-
-def ip_version(product_config: int) -> str:
-    """``HardwareIpVersion``: architecture:10 release:8 (reserved:8) revision:6, as ``12.55.8``."""
-    return f"{product_config >> 22}.{(product_config >> 14) & 0xFF}.{product_config & 0x3F}"
 
 
 @dataclass(frozen=True)
@@ -47,5 +44,5 @@ def read_compat_notes(notes: Iterable[tuple[str, int, bytes]]) -> CompatNote:
         elif ntype == NT_TARGET_METADATA:
             stepping = (value >> 8) & 0x1F
         elif ntype == NT_PRODUCT_CONFIG and value:
-            ip = ip_version(value)
+            ip = str(Generation.from_ip_version(value))
     return CompatNote(family, core, stepping, ip)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipex_aot import log
 from ipex_aot.errors import RecipeError, ScanError, ToolchainError, UsageError
+from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
         newer = {g for g, _ in plan.unknown}
         default = recipe.targets.runners.get("default")
         targets = sorted([*plan.targets, *(Target(g, recipe.targets.devices.get(g, g), recipe.targets.runners.get(g, default))
-                                            for g, _ in plan.unknown)], key=lambda t: tuple(int(x) for x in t.generation.split(".")))
+                                            for g, _ in plan.unknown)], key=lambda t: generation_order(t.generation))
         if newer:
             log.warn(f"{recipe.name}: {len(newer)} generation(s) need a newer ocloc than {plan.ocloc_version} "
                      f"({', '.join(sorted(newer))}); their devlist is the generation code")

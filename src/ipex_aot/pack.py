@@ -53,12 +53,12 @@ from typing import Any
 from ipex_aot import log
 from ipex_aot.errors import ArchiveError, BuildError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
+from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
 from ipex_aot.untrusted import loads_json
 
 ENGINES = ("parallel", "7zz", "py7zr")
-GENERATION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 #: The fixed time of every entry when no build.json says when it finished.
 EPOCH_FALLBACK = 946684800  # 2000-01-01T00:00:00Z
 #: Default memory budget for the encoders; workers are dropped until it fits.
@@ -115,10 +115,6 @@ def recipe_name(recipe: str) -> str:
     return path.stem if path.suffix in (".yaml", ".yml") else path.name
 
 
-def generation_key(generation: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in generation.split("."))
-
-
 def parse_size(text: str) -> int:
     """``1536m``, ``1.5g``, ``64MiB``, ``4096`` -> bytes."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
@@ -148,7 +144,7 @@ def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None
     folders = []
     for path in records:
         generation = path.parent.name
-        if not GENERATION_RE.match(generation):
+        if not is_generation(generation):
             continue  # logs/, wheels/, conformance/ and the like
         if generations is not None and generation not in generations:
             continue  # a stale folder of a generation that is no longer a target
@@ -182,17 +178,17 @@ def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None
         folders.append(Folder(generation, library, lib_name, record))
     if not folders:
         raise BuildError(f"{root}: no generation folder with a build.json; run `ipex-aot build {name}` first")
-    missing = sorted(set(generations or ()) - {f.generation for f in folders}, key=generation_key)
+    missing = sorted(set(generations or ()) - {f.generation for f in folders}, key=generation_order)
     if missing:
         raise BuildError(f"{root}: no finished build of {', '.join(missing)}; run `ipex-aot build {name}` first")
     unfinished = sorted(p.name for p in root.iterdir()
-                        if p.is_dir() and GENERATION_RE.match(p.name) and not (p / "build.json").exists())
+                        if p.is_dir() and is_generation(p.name) and not (p / "build.json").exists())
     if unfinished:
         log.warn(f"{root}: {', '.join(unfinished)} have no build.json (unfinished builds); they are not packed")
     releases = {f.record["release"] for f in folders}
     if len(releases) > 1:
         raise BuildError(f"{root}: folders come from different releases {sorted(releases)}; rebuild or remove the stale ones")
-    folders.sort(key=lambda f: generation_key(f.generation))
+    folders.sort(key=lambda f: generation_order(f.generation))
     return folders
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import re
 import string
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipex_aot.errors import RecipeError
+from ipex_aot.generation import Generation, generation_order, is_generation
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import MAX_YAML_BYTES, YamlTooBig, check_yaml_bounds
 
 if TYPE_CHECKING:
     from ipex_aot.devices import DeviceDatabase
 
-GENERATION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 PLATFORMS = ("windows-x86_64", "linux-x86_64")
 COMMAND_PLACEHOLDERS = frozenset({"python", "source", "wheel_dir", "build_dir", "jobs"})
 RELEASE_PLACEHOLDERS = frozenset({"release", "version", "local_version", "name", "package"})
@@ -453,7 +452,7 @@ def _resolve_names(recipe: Recipe, db: DeviceDatabase, key: str, name: str, know
                    *, several: bool) -> list[str] | None:
     """Generations a recipe entry stands for; None when it is a generation code ocloc does not know."""
     version = db.ocloc.get("version", "?")
-    if GENERATION_RE.match(name):
+    if is_generation(name):
         return [name] if name in known else None
     gens = db.names.get(name.lower())
     if gens is None:
@@ -483,7 +482,6 @@ def _choose_device(recipe: Recipe, db: DeviceDatabase, generation: str) -> str:
 
 def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
     """Targets the local ocloc can build, plus the recipe's generations it does not know."""
-    from ipex_aot.devices import generation_key
 
     version = str(db.ocloc.get("version", "?"))
     known = db.known_generations()
@@ -496,8 +494,8 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
             if first is None:
                 raise RecipeError(f"{recipe.where('targets.from')}: {spec.from_!r} is not a generation the local "
                                   f"ocloc {version} knows; known: {', '.join(known)}")
-            start = min(generation_key(g) for g in first)
-        wanted = [g for g in known if generation_key(g) >= start]
+            start = min(Generation.parse(g) for g in first)
+        wanted = [g for g in known if Generation.parse(g) >= start]
     else:
         wanted = []
         for i, entry in enumerate(spec.generations):
@@ -535,7 +533,7 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
                               f"{gen} must resolve to exactly that generation (`ocloc ids {name}`)")
     targets = []
     default_runner = spec.runners.get("default")
-    for gen in sorted((g for g in wanted if g not in excluded), key=generation_key):
+    for gen in sorted((g for g in wanted if g not in excluded), key=generation_order):
         device = spec.devices.get(gen) or _choose_device(recipe, db, gen)
         targets.append(Target(generation=gen, device=device, runner=spec.runners.get(gen, default_runner)))
     if not targets and not unknown:

@@ -34,6 +34,7 @@ from ipex_aot import log
 from ipex_aot.build import BuildOptions, built_generations, recipe_dist
 from ipex_aot.errors import ConformanceError, ScanError
 from ipex_aot.fsutil import write_text
+from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,9 +108,8 @@ def release_notes(recipe: Recipe, report: ReleaseReport, records: Mapping[str, d
         lines += ["Toolchain: " + ", ".join(f"{k} {v}" for k, v in sorted(toolchain.items()) if v), ""]
     lines += ["## Generations", "", "| Generation | Devlist | Native images | Library size | sha256 |",
               "| --- | --- | --- | --- | --- |"]
-    from ipex_aot.devices import generation_key
 
-    for generation in sorted(report.generations, key=generation_key):
+    for generation in sorted(report.generations, key=generation_order):
         record = records.get(generation, {})
         artifact = record.get("artifact", {})
         scan = report.scans.get(generation, {})

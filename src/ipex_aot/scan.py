@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError
+from ipex_aot.generation import generation_order
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.settings import Settings
 
@@ -158,13 +159,13 @@ def build_signatures(settings: Settings) -> Signatures:
         gens.update(ocloc.ids(name))
     if not gens:
         raise ToolchainError(f"{ocloc.path} lists no generations (`ocloc ids`); cannot map device binaries")
-    devices = ",".join(sorted(gens, key=_gen_key))
+    devices = ",".join(sorted(gens, key=generation_order))
     tables: dict[str, dict[tuple[int, int], list[str]]] = {"zebin": {}, "patchtokens": {}}
     with tempfile.TemporaryDirectory(prefix="ipex-aot-signatures-") as tmp:
         work = Path(tmp)
         (work / "k.cl").write_text(_SIGNATURE_KERNEL)
         # The OpenCL C front end once; from SPIR-V each device costs a third as much.
-        _ocloc_checked(ocloc, ["compile", "-file", "k.cl", "-device", min(gens, key=_gen_key), "-spv_only", "-q",
+        _ocloc_checked(ocloc, ["compile", "-file", "k.cl", "-device", min(gens, key=generation_order), "-spv_only", "-q",
                                "-output", "k", "-output_no_suffix"], work, work / "k.spv")
 
         def one(fmt: str) -> bytes:
@@ -208,10 +209,6 @@ def load_signatures(settings: Settings) -> Signatures:
     sigs = build_signatures(settings)
     write_json(cache, sigs.to_json())
     return sigs
-
-
-def _gen_key(g: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in g.split("."))
 
 
 # --- low-level readers ---------------------------------------------------------------------
@@ -821,7 +818,7 @@ def _result(path: str, fmt: str, s: _Scanner, found_by: str, names: list[str]) -
             unresolved.append(f"{img.format} image at offset {img.offset:#x} ({img.size} bytes): {img.how}")
         for g in img.generations:
             per_gen[g] = per_gen.get(g, 0) + img.size
-    gens = sorted(per_gen, key=_gen_key)
+    gens = sorted(per_gen, key=generation_order)
     bundle_names = [n for n in names if n.startswith(BUNDLE_PREFIX) or n == TGTIMG]
     return ScanResult(path=path, format=fmt, generations=gens, generic_ir=s.generic_ir, images=s.top,
                       bytes_per_generation={g: per_gen[g] for g in gens}, native_images=native,
@@ -875,7 +872,7 @@ def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, Sc
 
     manifest = install.read_manifest(archive)
     checked = []
-    for folder, entry in sorted(manifest["folders"].items(), key=lambda kv: _gen_key(kv[0])):
+    for folder, entry in sorted(manifest["folders"].items(), key=lambda kv: generation_order(kv[0])):
         with tempfile.TemporaryDirectory(prefix="ipex-aot-verify-") as tmp:
             lib = install.extract_member(archive, entry["file"], Path(tmp), settings)
             digest = sha256_file(lib)

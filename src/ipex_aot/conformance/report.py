@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ipex_aot.conformance.identity import describe
+from ipex_aot.generation import generation_order
 
 SCHEMA = 1
 VERDICTS = ("pass", "fail", "skipped")
@@ -89,11 +90,10 @@ def table(reports: Sequence[Mapping[str, Any]]) -> str:
 
 def conformance_markdown(reports: Sequence[Mapping[str, Any]]) -> str:
     """A generation × device matrix of verdicts, with the reasons below, for release notes."""
-    from ipex_aot.devices import generation_key
 
     if not reports:
         return "No conformance results.\n"
-    generations = sorted({r["generation"] for r in reports}, key=generation_key)
+    generations = sorted({r["generation"] for r in reports}, key=generation_order)
     devices = sorted({r["device"] for r in reports})
     cells = {(r["generation"], r["device"]): r for r in reports}
     lines = ["| Generation | " + " | ".join(devices) + " |", "| --- |" + " --- |" * len(devices)]

@@ -49,6 +49,7 @@ from ipex_aot.conformance.identity import Lookup, database_lookup, xpu_generatio
 from ipex_aot.conformance.trace import TRACE_ENV, parse_trace
 from ipex_aot.errors import ConformanceError, IpexAotError, UsageError
 from ipex_aot.fsutil import sha256_file, write_json, write_text
+from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings
 
 DEVICES = ("xpu", "cuda", "cpu")
@@ -253,13 +254,13 @@ def run_conformance(
     options = options or Options()
     root = recipe_dist(settings.dist_dir, recipe_name)
     records = built_generations(settings.dist_dir, recipe_name)
-    wanted = list(generations or sorted(records, key=_gen_key))
+    wanted = list(generations or sorted(records, key=generation_order))
     if not wanted:
         raise ConformanceError(f"{root}: no finished build of {recipe_name}; run `ipex-aot build {recipe_name}` first")
     missing = [g for g in wanted if g not in records]
     if missing:
         raise ConformanceError(f"{root}: no finished build of generation {', '.join(missing)}; "
-                               f"built: {', '.join(sorted(records, key=_gen_key)) or 'none'}")
+                               f"built: {', '.join(sorted(records, key=generation_order)) or 'none'}")
     out_dir = root / "conformance"
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ipex-aot-conformance-") as tmp:
@@ -285,12 +286,6 @@ def run_conformance(
                 write_json(out_dir / f"{generation}-{device}.json", report)
             reports.append(report)
     return reports
-
-
-def _gen_key(generation: str) -> tuple[int, ...]:
-    from ipex_aot.devices import generation_key
-
-    return generation_key(generation)
 
 
 def _package_name(record: Mapping[str, Any]) -> str:
