@@ -488,7 +488,7 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
     spec = recipe.targets
     unknown: list[tuple[str, str]] = []
     if spec.generations == "all":
-        start = (0, 0, 0)
+        start = Generation(0, 0, 0)
         if spec.from_:
             first = _resolve_names(recipe, db, "targets.from", spec.from_, known, several=True)
             if first is None:
