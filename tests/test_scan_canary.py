@@ -13,6 +13,7 @@ import pytest
 
 from ipex_aot import scan
 from ipex_aot.errors import ScanError
+from ipex_aot.generation import sort_generations
 from ipex_aot.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,7 +52,7 @@ def test_canary_libraries_hold_their_device_list(tmp_path_factory, settings, dev
     tree = tmp_path_factory.getbasetemp() / "canary-tree"  # shared: later lists only relink
     tmp = tmp_path_factory.mktemp("canary")
     lib = canary_library(tmp, devlist, tree)
-    expected = sorted({g for name in devlist.split(",") for g in (ids(name) or [name])}, key=scan._gen_key)
+    expected = sort_generations({g for name in devlist.split(",") for g in (ids(name) or [name])})
     result = scan.scan_file(lib, settings=settings)
     assert result.format == "elf" and result.found_by == "tgtimg"
     assert set(expected) <= set(result.generations)
