@@ -43,13 +43,13 @@ def tree_rss(pid: int) -> int:
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/status", encoding="utf-8") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024
                         break
             for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
+                with open(f"/proc/{p}/task/{task}/children", encoding="utf-8") as f:
                     todo.extend(int(c) for c in f.read().split())
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
@@ -59,7 +59,7 @@ def tree_rss(pid: int) -> int:
 def measure(cmd: list[str], *, env: dict | None = None, cwd: str | None = None) -> dict:
     """Run ``cmd``: wall seconds, CPU seconds (all its threads) and peak RSS of its process tree."""
     start = time.monotonic()
-    with tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, text=True)
         peak = [0]
         done = threading.Event()

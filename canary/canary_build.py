@@ -74,12 +74,12 @@ def _stamp(output: Path) -> Path:
 
 def _up_to_date(output: Path, key: str) -> bool:
     stamp = _stamp(output)
-    return output.is_file() and stamp.is_file() and stamp.read_text() == key
+    return output.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == key
 
 
 def _write_stamp(output: Path, key: str) -> None:
     tmp = _stamp(output).with_suffix(".tmp")
-    tmp.write_text(key)
+    tmp.write_text(key, encoding="utf-8")
     os.replace(tmp, _stamp(output))
 
 
@@ -264,7 +264,7 @@ def write_elf_images(path: Path, natives: list[Path], spirvs: list[Path], devlis
         '    .section .note.GNU-stack,"",@progbits',
         "",
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def write_pe_images(path: Path, natives: list[Path], spirvs: list[Path], devlist: str) -> None:
@@ -291,7 +291,7 @@ def write_pe_images(path: Path, natives: list[Path], spirvs: list[Path], devlist
     out.append(f"const uint64_t canary_tgtimg_count = {len(entries)};")
     out.append("const uint8_t canary_image_kinds[] = {" + ", ".join(str(k) for _, _, k in entries) + "};")
     out.append(f"const char canary_devlist_text[] = {_asm_string(devlist)};")
-    path.write_text("\n".join(out) + "\n")
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
 def link_library(objects: list[Path], natives: list[Path], spirvs: list[Path], devlist: str, out_dir: Path) -> Path:

@@ -48,7 +48,7 @@ CASES = {
 
 
 def marker_line(path: Path) -> int:
-    lines = [i for i, text in enumerate(path.read_text().splitlines(), 1) if "#!" in text]
+    lines = [i for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "#!" in text]
     assert len(lines) == 1, path
     return lines[0]
 

@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -39,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ipex_aot import log
+from ipex_aot import log, platforms
 from ipex_aot.errors import BuildError, IpexAotError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output, read_json, sha256_file, write_json
 from ipex_aot.settings import Settings
@@ -53,13 +52,6 @@ DEFAULT_COMMAND = ("{python}", "-m", "pip", "wheel", "--no-deps", "--no-build-is
 OBJECT_SUFFIXES = (".o", ".obj", ".spv")
 #: Lines of a failed build's log repeated on the terminal.
 TAIL_LINES = 15
-
-
-def host_platform() -> str:
-    system = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux")
-    machine = platform.machine().lower()
-    machine = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return f"{system}-{machine}"
 
 
 def _now() -> str:
@@ -609,24 +601,23 @@ def build_jit_wheel(ctx: BuildContext) -> Path:
 def recipe_lock(root: Path) -> Iterator[None]:
     """One build of a recipe at a time: two would share (and wreck) its build tree.
 
-    An OS lock on ``dist/<recipe>/.build.lock`` (released when the process
-    ends, even on a crash); no lock on platforms without fcntl.
+    An OS lock on ``dist/<recipe>/.build.lock``, released when the process
+    ends, even on a crash. filelock takes it with flock() on Linux and
+    msvcrt.locking() on Windows, which has no fcntl: one code path, and
+    Windows builds are locked too instead of silently not at all.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
+    import filelock
+
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BuildError(f"{root}: another build of this recipe is running; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = filelock.FileLock(root / ".build.lock", timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise BuildError(f"{root}: another build of this recipe is running; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def build_targets(ctx: BuildContext, targets: Sequence[Target]) -> list[GenerationResult]:
@@ -711,7 +702,7 @@ def make_context(
     """Preflight (unless given), toolchain environment and source: everything before the first generation."""
     env, versions = preflight or run_preflight(recipe, settings)
     ctx_source = prepare_source(recipe, settings, options.source_dir)
-    ctx = BuildContext(recipe, settings, ctx_source, versions, env, host_platform(), options)
+    ctx = BuildContext(recipe, settings, ctx_source, versions, env, platforms.host_platform(), options)
     _artifact_member(ctx)
     return ctx
 

@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ipex_aot import __version__
+from ipex_aot import __version__, platforms
 from ipex_aot.errors import IpexAotError
 from ipex_aot.settings import Settings
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A path or GPU name the stream's code page lacks must not kill the command (Windows pipes: cp1252).
+        platforms.host().configure_console(stream)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

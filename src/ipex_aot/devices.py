@@ -416,7 +416,7 @@ class SubprocessRunner(Runner):
             for name, data in calls[0][1]:
                 Path(tmp, name).write_bytes(data)
             lines = "".join(" ".join([*args[1:], "-output", f"c{n}"]) + "\n" for n, (args, _) in enumerate(calls))
-            Path(tmp, "jobs.txt").write_text(lines)
+            Path(tmp, "jobs.txt").write_text(lines, encoding="utf-8")
             try:
                 proc = subprocess.run([self.ocloc.path, "multi", "jobs.txt"], cwd=tmp, capture_output=True,
                                       timeout=timeout * len(calls), check=False)
@@ -468,7 +468,7 @@ class SubprocessRunner(Runner):
             Path(tmp, source[0]).write_bytes(source[1])
             tail = "".join(f" {a}" for a in extra)
             lines = "".join(f"-file {source[0]} -device 0x{i:04x}{tail}\n" for i in batch)
-            Path(tmp, "ids.txt").write_text(lines)
+            Path(tmp, "ids.txt").write_text(lines, encoding="utf-8")
             try:
                 proc = subprocess.run([self.ocloc.path, "multi", "ids.txt"], cwd=tmp, capture_output=True,
                                       text=True, errors="replace", timeout=self.timeout + len(batch) * 0.01, check=False)

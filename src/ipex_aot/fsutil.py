@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ipex_aot import platforms
+
 CHUNK = 1 << 20
 
 
@@ -30,27 +32,26 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     A crash or an exception leaves whatever was at ``path`` untouched and
     removes the temporary file, so readers never see a half-written file.
     """
+    if "b" not in mode:
+        # Text outputs are UTF-8 with LF on every platform: SUPPORT.md holds "Intel®", which Windows' default
+        # (the ANSI code page) would mangle or refuse, and the packed files must be the same bytes everywhere.
+        mode_kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": "\n"}
+    else:
+        mode_kwargs = {}
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, **mode_kwargs) as f:
             yield f
             f.flush()
-            # mkstemp makes 0600 files; outputs are meant to be shared like any other file.
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            platforms.host().finish_output(f)
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ipex_aot import log
+from ipex_aot import log, platforms
 from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.generation import generation_order
@@ -75,7 +75,7 @@ class Gpu:
 
 def _read_hex(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip(), 16)
+        return int(path.read_text(encoding="utf-8").strip(), 16)
     except (OSError, ValueError):
         return None
 
@@ -289,7 +289,7 @@ def sevenzip_command(settings: Settings) -> str | None:
     """7-Zip's command line (faster than py7zr on big libraries), when installed."""
     if settings.sevenzip:
         return settings.sevenzip
-    return shutil.which("7zz") or shutil.which("7z")
+    return shutil.which("7zz") or shutil.which("7z") or shutil.which("7za")
 
 
 def extract_member(archive: Path, member: str, dest: Path, settings: Settings, *, engine: str | None = None) -> Path:
@@ -407,12 +407,57 @@ def _check_images(path: Path, generation: str, settings: Settings) -> None:
                        f"not {generation}; the archive is wrong, nothing was changed")
 
 
+def _close_hint(app: Path | None) -> str:
+    return f"close {app.name}" if app is not None else "close the apps that use it"
+
+
+def _refuse_in_use(lib: Path, app: Path | None) -> None:
+    """Stop before anything is changed when the library cannot be replaced now (Windows: a running app loaded it)."""
+    reason = platforms.host().in_use(lib)
+    if reason:
+        raise InstallError(f"{lib} is in use ({reason}); {_close_hint(app)} and run again (nothing was changed)")
+
+
+def find_app_package(app: Path, install_path: str) -> Path:
+    """The folder under an app that holds INSTALL_PATH's package (Demucs-GUI: an embedded Python's
+    ``Lib\\site-packages``, a frozen app's ``_internal``, or the app folder itself); returns its parent."""
+    app = Path(app)
+    if not app.is_dir():
+        raise InstallError(f"--app {app} is not a folder; give the app's install folder")
+    parts = PurePosixPath(install_path).parts
+    found: list[Path] = []
+    # Breadth-first and shallow: an app folder holds thousands of files, the package sits a few levels down.
+    level = [app]
+    for _depth in range(5):
+        nxt: list[Path] = []
+        for folder in level:
+            if folder.joinpath(*parts).is_file():
+                found.append(folder)
+                continue
+            with contextlib.suppress(OSError):
+                nxt += sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        if found:
+            break
+        level = nxt
+    if not found:
+        raise InstallError(f"no {'/'.join(parts)} under {app} (looked 5 folders deep); is this the app's folder?")
+    if len(found) > 1:
+        raise InstallError(f"{app} holds {parts[0]} in {found[0]} and {found[1]}; give one with --ipex-dir")
+    return found[0]
+
+
 def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, generation: str | None = None,
-            sysfs_root: Path | None = None, db: Any = None, engine: str | None = None) -> dict:
-    """Install one generation's library from ARCHIVE; returns the record written beside it."""
+            sysfs_root: Path | None = None, db: Any = None, engine: str | None = None, app: Path | None = None) -> dict:
+    """Install one generation's library from ARCHIVE; returns the record written beside it.
+
+    APP (an application's folder, e.g. ``C:\\Program Files\\Demucs-GUI``) is searched for the package
+    when IPEX_DIR is not given, and names the app in the "close it" message.
+    """
     archive = Path(archive)
     with log.step(f"install from {archive.name}"):
         info = open_archive(archive)
+        if ipex_dir is None and app is not None:
+            ipex_dir = find_app_package(app, info.manifest["artifact_install_path"])
         lib = find_library(info.manifest["artifact_install_path"], ipex_dir)
         gpus: list[Gpu] = []
         db_note = None
@@ -437,13 +482,13 @@ def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, 
                 raise ArchiveError(f"{archive}: {entry['file']} has sha256 {digest}, {MANIFEST} says {entry['sha256']}; "
                                    "the archive is damaged or was changed, nothing was changed")
             _check_images(new, gen, settings)
+            _refuse_in_use(lib, app)
             try:
-                    record = _swap_in(lib, new, {"archive": str(archive.resolve()), "generation": gen, "sha256": digest,
+                record = _swap_in(lib, new, {"archive": str(archive.resolve()), "generation": gen, "sha256": digest,
                                              "release": info.manifest.get("release"),
                                              "recipe": info.manifest.get("recipe")})
             except OSError as e:
-                # Typically Windows refusing to replace a DLL that a running app has loaded.
-                raise InstallError(f"could not replace {lib}: {e.strerror or e}; close the apps that use it and "
+                raise InstallError(f"could not replace {lib}: {e.strerror or e}; {_close_hint(app)} and "
                                    "run install again (the old library is still in place)") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -479,8 +524,10 @@ def _swap_in(lib: Path, new: Path, installed: dict) -> dict:
     return record
 
 
-def rollback(ipex_dir: Path | None, install_path: str | None, settings: Settings) -> Path:
+def rollback(ipex_dir: Path | None, install_path: str | None, settings: Settings, *, app: Path | None = None) -> Path:
     """Put back the library that was there before ``install``; returns its path."""
+    if ipex_dir is None and app is not None:
+        ipex_dir = find_app_package(app, install_path) if install_path else Path(app)
     lib = _find_installed(ipex_dir, install_path)
     record_path, backup = _record_path(lib), _backup_path(lib)
     try:
@@ -496,11 +543,12 @@ def rollback(ipex_dir: Path | None, install_path: str | None, settings: Settings
     if digest != record.get("backup_sha256"):
         raise InstallError(f"backup {backup} has sha256 {digest}, the record says {record.get('backup_sha256')}; "
                            "left everything as it is")
+    _refuse_in_use(lib, app)
     try:
         os.replace(backup, lib)
     except OSError as e:
-        raise InstallError(f"could not put {backup.name} back over {lib}: {e.strerror or e}; close the apps that "
-                           "use it and run --rollback again") from None
+        raise InstallError(f"could not put {backup.name} back over {lib}: {e.strerror or e}; {_close_hint(app)} "
+                           "and run --rollback again") from None
     record_path.unlink()
     return lib
 
@@ -534,6 +582,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     d.set_defaults(func=_cmd_detect)
     p = sub.add_parser("install", help="install one generation's library from a release archive (or --rollback)")
     p.add_argument("archive", nargs="?", help="the release .7z")
+    p.add_argument("--app", type=Path, help="the app's folder (e.g. \"C:\\Program Files\\Demucs-GUI\"); "
+                   "intel_extension_for_pytorch is looked for inside it")
     p.add_argument("--ipex-dir", type=Path, help="site-packages (or the package folder) holding the install")
     p.add_argument("--generation", help="generation code to install, e.g. 12.55.8 (default: detected)")
     p.add_argument("--rollback", action="store_true", help="restore the library from before the last install")
@@ -565,10 +615,11 @@ def _cmd_install(args, settings: Settings) -> int:  # noqa: ANN001
         if args.generation:
             raise UsageError("--rollback takes no --generation")
         install_path = read_manifest(Path(args.archive))["artifact_install_path"] if args.archive else None
-        lib = rollback(args.ipex_dir, install_path, settings)
+        lib = rollback(args.ipex_dir, install_path, settings, app=args.app)
         log.info(f"restored {lib}")
         return 0
     if not args.archive:
         raise UsageError("give the release archive: ipex-aot install ARCHIVE.7z (or --rollback)")
-    install(Path(args.archive), settings, ipex_dir=args.ipex_dir, generation=args.generation, engine=args.engine)
+    install(Path(args.archive), settings, ipex_dir=args.ipex_dir, generation=args.generation, engine=args.engine,
+            app=args.app)
     return 0

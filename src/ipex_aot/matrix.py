@@ -164,7 +164,7 @@ def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: st
     found: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="ipex-aot-cibw-") as tmp:
         # cibuildwheel wants a package folder; the selectors do not depend on its contents.
-        Path(tmp, "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "0"\nrequires-python = ">=3.8"\n')
+        Path(tmp, "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "0"\nrequires-python = ">=3.8"\n', encoding="utf-8")
         for plat, wanted in sorted(by_platform.items()):
             cibw_platform, _, arch = CIBW_PLATFORM[plat]
             # The caller's environment (PATH, cibuildwheel's own settings) plus this platform's selector.
@@ -272,7 +272,7 @@ def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_check_installed(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.build import host_platform
+    from ipex_aot.platforms import host_platform
     from ipex_aot.recipe import load_recipe
     from ipex_aot.scan import require_generation
 

@@ -404,7 +404,7 @@ def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str
 
 
 def find_7zz(settings_choice: str | None) -> str | None:
-    for candidate in ([settings_choice] if settings_choice else []) + ["7zz", "7z"]:
+    for candidate in ([settings_choice] if settings_choice else []) + ["7zz", "7z", "7za"]:
         path = shutil.which(candidate)
         if path:
             return path

@@ -163,7 +163,7 @@ def build_signatures(settings: Settings) -> Signatures:
     tables: dict[str, dict[tuple[int, int], list[str]]] = {"zebin": {}, "patchtokens": {}}
     with tempfile.TemporaryDirectory(prefix="ipex-aot-signatures-") as tmp:
         work = Path(tmp)
-        (work / "k.cl").write_text(_SIGNATURE_KERNEL)
+        (work / "k.cl").write_text(_SIGNATURE_KERNEL, encoding="utf-8")
         # The OpenCL C front end once; from SPIR-V each device costs a third as much.
         _ocloc_checked(ocloc, ["compile", "-file", "k.cl", "-device", min(gens, key=generation_order), "-spv_only", "-q",
                                "-output", "k", "-output_no_suffix"], work, work / "k.spv")

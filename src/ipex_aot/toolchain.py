@@ -15,46 +15,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ipex_aot import log
+from ipex_aot import log, platforms
 from ipex_aot.errors import ToolchainError
+from ipex_aot.platforms import windows as windows_platform
 from ipex_aot.settings import Settings
 
 if TYPE_CHECKING:
     from ipex_aot.recipe import Recipe
 
-LINUX_ROOTS = (Path("/opt/intel/oneapi"), Path.home() / "intel" / "oneapi")
-WINDOWS_ROOTS = (Path(r"C:\Program Files (x86)\Intel\oneAPI"), Path(r"C:\Program Files\Intel\oneAPI"))
 INSTALL_HINT = ("install the Intel oneAPI Base Toolkit {version} (https://www.intel.com/content/www/us/en/developer/"
                 "tools/oneapi/base-toolkit-download.html; on CI the workflow installs it) or set ONEAPI_ROOT to its folder")
-#: Variables the capturing shell itself sets; they are not part of oneAPI's environment.
-_SHELL_NOISE = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
 _VERSION_RE = re.compile(r"\b(\d{4}\.\d+(?:\.\d+)?)(?:\.\d{8})?\b")
 TIMEOUT = 300
-
-
-def host_platform() -> str:
-    system = "windows" if sys.platform == "win32" else "linux"
-    machine = {"amd64": "x86_64", "x64": "x86_64"}.get(platform.machine().lower(), platform.machine().lower())
-    return f"{system}-{machine}"
 
 
 # --------------------------------------------------------------------------- finding oneAPI
 
 
+def _platform(windows: bool | None) -> ModuleType:
+    """The host's platform module, or the one WINDOWS names (tests look up the other platform's folders)."""
+    return platforms.host() if windows is None else platforms.get("windows" if windows else "linux")
+
+
 def oneapi_roots(settings: Settings, windows: bool | None = None) -> list[Path]:
     """Where oneAPI may be: ONEAPI_ROOT first, then the installer's standard folders."""
-    windows = sys.platform == "win32" if windows is None else windows
     roots = [settings.oneapi_root] if settings.oneapi_root else []
-    return roots + list(WINDOWS_ROOTS if windows else LINUX_ROOTS)
+    return roots + _platform(windows).oneapi_roots()
 
 
 def _version_matches(found: str, wanted: str) -> bool:
@@ -67,8 +62,7 @@ def _version_matches(found: str, wanted: str) -> bool:
 def find_activation(settings: Settings, version: str, *, windows: bool | None = None) -> Path | None:
     """The script that activates oneAPI VERSION: versioned ``oneapi-vars``, the compiler's
     ``env/vars``, then the root ``setvars`` (whose version is checked later, by the compiler)."""
-    windows = sys.platform == "win32" if windows is None else windows
-    ext = ".bat" if windows else ".sh"
+    ext = _platform(windows).activation_suffix
     for root in oneapi_roots(settings, windows):
         if not root.is_dir():
             continue
@@ -90,73 +84,15 @@ def find_activation(settings: Settings, version: str, *, windows: bool | None = 
 # --------------------------------------------------------------------------- capturing the environment
 
 
-def parse_env0(data: bytes) -> dict[str, str]:
-    """``env -0`` output: NUL-separated KEY=VALUE (values may hold newlines)."""
-    out: dict[str, str] = {}
-    for item in data.decode("utf-8", "surrogateescape").split("\0"):
-        key, sep, value = item.partition("=")
-        if sep and key and key not in _SHELL_NOISE:
-            out[key] = value
-    return out
-
-
 def parse_set_output(text: str) -> dict[str, str]:
-    """cmd's ``set`` output: one KEY=VALUE per line; cmd values cannot span lines.
-
-    Lines before the first KEY=VALUE (the scripts' own chatter, should any leak)
-    and cmd's hidden per-drive variables (``=C:=C:\\``) are skipped.
-    """
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep or not key or key.startswith("=") or " " in key.strip() or key != key.strip():
-            continue
-        out[key] = value
-    return out
-
-
-def capture_posix(script: Path, args: Sequence[str] = (), base: Mapping[str, str] | None = None,
-                  timeout: float = TIMEOUT) -> dict[str, str]:
-    """Source SCRIPT in bash and return the environment it leaves (ToolchainError if it fails)."""
-    bash = shutil.which("bash") or "/bin/bash"
-    # The script's own output goes to stderr so that stdout is only env -0.
-    code = '. "$0" "$@" 1>&2 || exit $?; exec env -0'
-    try:
-        proc = subprocess.run([bash, "-c", code, str(script), *args], capture_output=True,
-                              env=None if base is None else dict(base), timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ToolchainError(f"{script}: could not run it in bash: {e}") from None
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-        raise ToolchainError(f"{script} failed (exit {proc.returncode}): {' / '.join(tail) or 'no output'}; "
-                             "run it by hand in bash to see why")
-    return parse_env0(proc.stdout)
-
-
-def capture_windows(script: Path, args: Sequence[str] = (), base: Mapping[str, str] | None = None,
-                    timeout: float = TIMEOUT) -> dict[str, str]:
-    """``cmd /c "call SCRIPT ARGS >nul && set"`` and the environment it prints."""
-    quoted = " ".join([f'"{script}"', *args])
-    # One string, not a list: Python would escape the inner quotes as \" for the C runtime,
-    # which cmd does not understand. /s strips the outer pair and runs the rest as written.
-    command_line = f'cmd.exe /d /s /c "call {quoted} >nul 2>&1 && set"'
-    try:
-        proc = subprocess.run(command_line, capture_output=True,
-                              env=None if base is None else dict(base), timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ToolchainError(f"{script}: could not run it in cmd.exe: {e}") from None
-    if proc.returncode != 0:
-        raise ToolchainError(f"{script} failed (exit {proc.returncode}); run it in a Developer Command Prompt "
-                             "to see why (Visual Studio's C++ tools must be installed for icx)")
-    return parse_set_output(proc.stdout.decode("mbcs" if sys.platform == "win32" else "utf-8", "replace"))
+    """cmd's ``set`` output (see :func:`ipex_aot.platforms.windows.parse_set_output`)."""
+    return windows_platform.parse_set_output(text)
 
 
 def activate(script: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment after running an activation script (setvars/oneapi-vars/vars)."""
-    if script.suffix.lower() == ".bat":
-        return capture_windows(script, ["intel64"] if script.name.lower() != "vars.bat" else [], base)
-    # --force: setvars.sh refuses to run twice in one shell, and CI shells may have run it.
-    return capture_posix(script, ["--force"] if script.name == "setvars.sh" else [], base)
+    plat = platforms.get("windows" if script.suffix.lower() == ".bat" else "linux")
+    return plat.capture_activation(script, plat.activation_args(script), base, TIMEOUT)
 
 
 def _base_env(base: Mapping[str, str] | None) -> dict[str, str]:
@@ -205,10 +141,7 @@ def _run_version(cmd: Sequence[str], env: Mapping[str, str], what: str, hint: st
 
 def compiler_command(compiler: str, windows: bool | None = None) -> str:
     """icx names the oneAPI DPC++ compiler: icx on Windows (clang-cl mode), its icpx driver on Linux."""
-    windows = sys.platform == "win32" if windows is None else windows
-    if compiler in ("icx", "icpx"):
-        return "icx" if windows else "icpx"
-    return compiler
+    return _platform(windows).compiler(compiler)
 
 
 def compiler_version(line: str) -> str | None:
@@ -240,7 +173,7 @@ def preflight(recipe: Recipe, settings: Settings, env: Mapping[str, str] | None 
     if env is None:
         env = prepare_environment(recipe, settings)
     versions: dict[str, str] = {}
-    plat = host_platform()
+    plat = platforms.host_platform()
     if plat not in spec.platforms:
         raise ToolchainError(f"{recipe.name} builds for {', '.join(spec.platforms)}; this host is {plat}: "
                              "build it on one of those (or add this platform to toolchain.platforms)")

@@ -102,7 +102,7 @@ def spawn_worker(spec: Mapping[str, Any], workdir: Path, name: str, options: Opt
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.result.json"
     out_path.unlink(missing_ok=True)
-    spec_path.write_text(json.dumps(dict(spec)))
+    spec_path.write_text(json.dumps(dict(spec)), encoding="utf-8")
     cmd = [options.python or sys.executable, "-c", _BOOT.format(src=_SRC), str(spec_path), str(out_path)]
     stdout_path, stderr_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     start = time.monotonic()
@@ -121,7 +121,7 @@ def spawn_worker(spec: Mapping[str, Any], workdir: Path, name: str, options: Opt
         result = {"error": f"the worker did not finish in {options.timeout_s:g} s (JIT compilation takes minutes; "
                            "a hung driver too)"}
     elif out_path.is_file():
-        result = json.loads(out_path.read_text())
+        result = json.loads(out_path.read_text(encoding="utf-8"))
     else:
         tail = " | ".join(stderr.strip().splitlines()[-3:])
         result = {"error": f"the worker exited with code {code} without a result: {tail or 'no output'}"}

@@ -47,7 +47,7 @@ def _plain(value: Any) -> Any:
 
 def _cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -60,9 +60,9 @@ def _pci_functions() -> list[dict[str, Any]]:
     found = []
     for dev in sorted(Path("/sys/bus/pci/devices").glob("*")) if Path("/sys/bus/pci/devices").is_dir() else []:
         try:
-            if not (dev / "class").read_text().strip().startswith("0x03"):
+            if not (dev / "class").read_text(encoding="ascii").strip().startswith("0x03"):
                 continue
-            found.append({"slot": dev.name, **{k: (dev / k).read_text().strip() for k in ("vendor", "device", "revision")}})
+            found.append({"slot": dev.name, **{k: (dev / k).read_text(encoding="ascii").strip() for k in ("vendor", "device", "revision")}})
         except OSError:
             continue
     return found
@@ -150,7 +150,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         sys.path.insert(0, path)
     if spec.get("trace_replay"):
         # Test hook: print a recorded runtime trace where the real runtime would print its own.
-        sys.stdout.write(Path(spec["trace_replay"]).read_text())
+        sys.stdout.write(Path(spec["trace_replay"]).read_text(encoding="utf-8"))
         sys.stdout.flush()
     if spec["mode"] == "package":
         result["package"] = _package(spec, device)
@@ -219,13 +219,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, out_path = Path(argv[0]), Path(argv[1])
-    spec = json.loads(spec_path.read_text())
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
     try:
         result = run(spec)
     except BaseException as e:  # the parent reports it; a traceback here is the useful part
         result = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     tmp = out_path.with_suffix(".part")
-    tmp.write_text(json.dumps(result, indent=1))
+    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
     os.replace(tmp, out_path)
     return 0
 
