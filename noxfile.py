@@ -41,7 +41,7 @@ def _recipe_args(session: nox.Session) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run ruff, mypy and the test suite (the real ocloc, 7z, py7zr, git and torch on the CPU).
+    """Run ruff, mypy and the test suite (the real ocloc, 7z, py7zr, git and torch on the CPU), then the Windows lane.
 
     The device-database tests run twice: with the ocloc on PATH (Debian bookworm's 22.43) and with
     the modern one setup.sh fetched from Debian sid into .venv/ocloc; either missing fails them.
@@ -49,6 +49,14 @@ def tests(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "ruff", "check", ".", external=True)
     session.run(sys.executable, "-m", "mypy", external=True)
     session.run(sys.executable, "-m", "pytest", *session.posargs, external=True)
+    if not session.posargs:  # a narrowed run (-- tests/test_x.py) is about Linux only
+        session.notify("tests-windows")
+
+
+@nox.session(name="tests-windows")
+def tests_windows(session: nox.Session) -> None:
+    """The Windows lane: pytest under CPython 3.11 for Windows, run by Wine (setup.sh provisions both)."""
+    session.run(sys.executable, "tools/winlane.py", "test", *session.posargs, external=True)
 
 
 @nox.session

@@ -7,8 +7,10 @@ cd "$(dirname "$0")"
 # ocloc (intel-opencl-icd on Debian, intel-ocloc on Ubuntu 24.04+), pci.ids for
 # display names, 7-Zip's command line, git and a C compiler for the canary,
 # minisign to check that signed releases interoperate with the real tool;
-# Debian's archive keyring verifies the sid index that `ipex-aot ocloc fetch` reads.
-pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign debian-archive-keyring)
+# Debian's archive keyring verifies the sid index that `ipex-aot ocloc fetch` reads;
+# Wine and MinGW for the Windows lane (CPython for Windows under Wine, the canary's DLL).
+pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign debian-archive-keyring
+      wine64 gcc-mingw-w64-x86-64)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then
@@ -37,4 +39,7 @@ PY=${PYTHON:-python3}
 # library; nothing is installed into /): the device-database tests run with both.
 # Kept per version under .venv/ocloc; a rerun only refreshes sid's index.
 .venv/bin/ipex-aot ocloc fetch --dest .venv/ocloc
+# The Windows lane: CPython 3.11 for Windows, its wheels, 7za.exe and a Wine prefix under .venv/windows
+# (about 30 s the first time, nothing on a rerun).
+.venv/bin/python tools/winlane.py provision
 echo "set-up done: .venv is ready"

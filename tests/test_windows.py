@@ -1,0 +1,126 @@
+"""The platform seam (src/ipex_aot/platforms/) on the platform the test runs on.
+
+Every test here runs in both lanes; under the Windows lane (CPython for Windows
+under Wine, ``nox -s tests-windows``) they exercise Windows' own rules: no
+``os.fchmod``, the ANSI code page on redirected streams, a loaded DLL that
+cannot be replaced.
+"""
+
+from __future__ import annotations
+
+import locale
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ipex_aot import install, platforms
+from ipex_aot.errors import InstallError
+from ipex_aot.fsutil import atomic_output, read_json, write_json, write_text
+
+WINDOWS = sys.platform == "win32"
+# A user folder with a space and letters outside ASCII (and outside cp1252: 日本).
+USER_DIR = "Zoë 日本/My Apps"
+
+
+def test_host_platform_is_one_definition():
+    from ipex_aot import build, matrix, toolchain
+
+    tag = platforms.host_platform()
+    assert tag == ("windows-x86_64" if WINDOWS else "linux-x86_64")
+    assert platforms.host().name == tag.split("-")[0]
+    for module in (build, toolchain, matrix):
+        assert not hasattr(module, "host_platform") or module.host_platform is platforms.host_platform
+
+
+def test_atomic_write_replaces_without_fchmod(tmp_path):
+    # CPython for Windows has no os.fchmod before 3.13; the write must not need it.
+    assert hasattr(os, "fchmod") != WINDOWS
+    target = tmp_path / USER_DIR / "build.json"
+    write_json(target, {"a": 1})
+    write_json(target, {"a": 2})
+    assert read_json(target) == {"a": 2}
+    with pytest.raises(RuntimeError), atomic_output(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("killed")
+    assert read_json(target) == {"a": 2}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["build.json"]
+
+
+def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
+    if WINDOWS:
+        # The lane is meaningful only because Windows' default text encoding is not UTF-8.
+        assert locale.getpreferredencoding(False).lower() in ("cp1252", "mbcs")
+    text = "| `56A0` | Alchemist | `12.55.8` | `Intel® Arc™ A770 Graphics` |\n"
+    write_text(tmp_path / "SUPPORT.md", text)
+    assert (tmp_path / "SUPPORT.md").read_bytes() == text.encode("utf-8")  # and LF, not CRLF, on Windows too
+    write_json(tmp_path / "m.json", {"name": "Intel® Arc™", "path": "C:\\Users\\Zoë"})
+    assert read_json(tmp_path / "m.json") == {"name": "Intel® Arc™", "path": "C:\\Users\\Zoë"}
+
+
+def test_error_line_survives_a_non_utf8_stream(tmp_path):
+    """A path the stream's code page lacks prints as escapes; the rest of the line prints as it is."""
+    app = tmp_path / USER_DIR / "Demucs-GUI"
+    app.mkdir(parents=True)
+    env = dict(os.environ, PYTHONIOENCODING="cp1252")
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "install", "--rollback", "--app", str(app)],
+                          capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    err = proc.stderr.decode("cp1252")
+    assert proc.returncode == InstallError.exit_code, err
+    assert err.startswith("error: no install record under ") and "Traceback" not in err
+    assert "Zoë \\u65e5\\u672c" in err and "My Apps" in err and len(err.strip().splitlines()) == 1
+
+
+def test_app_folder_finds_the_package(tmp_path):
+    app = tmp_path / USER_DIR / "Demucs-GUI"
+    lib = app / "runtime" / "Lib" / "site-packages" / "intel_extension_for_pytorch" / "bin" / "intel-ext-pt-gpu.dll"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"MZ")
+    path = "intel_extension_for_pytorch/bin/intel-ext-pt-gpu.dll"
+    assert install.find_app_package(app, path) == app / "runtime" / "Lib" / "site-packages"
+    with pytest.raises(InstallError, match="no intel_extension_for_pytorch/bin/other.dll under"):
+        install.find_app_package(tmp_path, "intel_extension_for_pytorch/bin/other.dll")
+    with pytest.raises(InstallError, match="is not a folder"):
+        install.find_app_package(tmp_path / "nope", path)
+
+
+def _loaded_dll(tmp_path: Path) -> Path:
+    """A real DLL (the interpreter's own python3.dll) copied where an app keeps IPEX's library."""
+    dll = tmp_path / USER_DIR / "Demucs-GUI" / "intel-ext-pt-gpu.dll"
+    dll.parent.mkdir(parents=True)
+    shutil.copyfile(Path(sys.executable).with_name("python3.dll"), dll)
+    return dll
+
+
+@pytest.mark.skipif(not WINDOWS, reason="Linux replaces a loaded .so by rename (the process keeps the old inode)")
+def test_a_dll_loaded_by_a_running_app_is_reported_before_anything_changes(tmp_path):
+    dll = _loaded_dll(tmp_path)
+    before = dll.read_bytes()
+    app = subprocess.Popen([sys.executable, "-c", "import ctypes, sys, time; ctypes.WinDLL(sys.argv[1]); "
+                            "print('loaded', flush=True); time.sleep(60)", str(dll)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert app.stdout is not None and app.stdout.readline().strip() == b"loaded"
+        assert platforms.host().in_use(dll)
+        with pytest.raises(InstallError) as err:
+            install._refuse_in_use(dll, dll.parent)
+        assert err.value.message.endswith("close Demucs-GUI and run again (nothing was changed)")
+        assert dll.read_bytes() == before and sorted(p.name for p in dll.parent.iterdir()) == [dll.name]
+    finally:
+        app.kill()
+        app.wait()
+    deadline = time.monotonic() + 10
+    while platforms.host().in_use(dll) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert platforms.host().in_use(dll) is None  # the app closed: free again
+
+
+def test_unloaded_library_is_not_in_use(tmp_path):
+    lib = tmp_path / "libgpu.so"
+    lib.write_bytes(b"\x7fELF")
+    assert platforms.host().in_use(lib) is None
+    assert platforms.host().in_use(tmp_path / "missing") is None
