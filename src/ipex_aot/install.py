@@ -41,7 +41,7 @@ from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotErro
 from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings
-from ipex_aot.untrusted import loads_json
+from ipex_aot.untrusted import loads_json, not_a_regular_file, printable, tool_message
 
 INTEL_VENDOR = "8086"
 MANIFEST = "manifest.json"
@@ -210,6 +210,16 @@ def _is_link(f: Any) -> bool:
     return False
 
 
+#: What py7zr and the codecs under it raise on damaged input: its own errors, lzma/zlib/bz2 errors, struct
+#: and index errors from truncated headers, even MemoryError for absurd sizes. All mean "damaged archive".
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (Exception,)
+
+
+def _why(e: BaseException) -> str:
+    text = " ".join(printable(str(e)).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 @dataclass
 class ArchiveInfo:
     path: Path
@@ -224,8 +234,8 @@ def check_entries(archive: Path) -> set[str]:
     try:
         with py7zr.SevenZipFile(archive, "r") as z:
             files = list(z.files)
-    except (OSError, py7zr.exceptions.Bad7zFile, py7zr.exceptions.ArchiveError, EOFError, KeyError, ValueError) as e:
-        raise ArchiveError(f"{archive}: not a readable 7z archive ({e or type(e).__name__})") from None
+    except ENGINE_ERRORS as e:
+        raise ArchiveError(f"{archive}: not a readable 7z archive ({_why(e)})") from None
     names = set()
     for f in files:
         name = str(f.filename)
@@ -245,6 +255,9 @@ def read_manifest(archive: Path) -> dict:
 def open_archive(archive: Path) -> ArchiveInfo:
     """Check every entry, then read and check manifest.json."""
     archive = Path(archive)
+    kind = not_a_regular_file(archive)
+    if kind:
+        raise ArchiveError(f"{archive}: is {kind}, not an archive file; give the path of the release .7z")
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive")
     names = check_entries(archive)
@@ -276,9 +289,9 @@ def _extract_py7zr(archive: Path, member: str, dest: Path) -> Path:
     try:
         with py7zr.SevenZipFile(archive, "r") as z:
             z.extract(path=dest, targets=[member])
-    except (OSError, py7zr.exceptions.Bad7zFile, py7zr.exceptions.ArchiveError, py7zr.exceptions.CrcError,
-            EOFError, ValueError) as e:
-        raise ArchiveError(f"{archive}: extracting {member} failed ({e or type(e).__name__}); the archive is damaged") from None
+    except ENGINE_ERRORS as e:
+        raise ArchiveError(f"{archive}: extracting {member} failed ({_why(e)}); the archive is damaged, "
+                           "download it again") from None
     out = dest / PurePosixPath(member)
     if not out.is_file() or out.is_symlink():
         raise ArchiveError(f"{archive}: {member} did not extract to a regular file")
@@ -308,8 +321,9 @@ def extract_member(archive: Path, member: str, dest: Path, settings: Settings, *
                           capture_output=True, text=True, errors="replace", check=False)
     out = dest / PurePosixPath(member).name
     if proc.returncode != 0 or not out.is_file() or out.is_symlink():
-        raise ArchiveError(f"{archive}: {Path(seven).name} could not extract {member} "
-                           f"(exit {proc.returncode}): {proc.stderr.strip()[-200:]}")
+        raise ArchiveError(f"{archive}: {Path(seven).name} could not extract {printable(member)} (exit "
+                           f"{proc.returncode}: {tool_message(proc.stderr + proc.stdout)}); the archive is damaged, "
+                           "download it again")
     return out
 
 

@@ -53,6 +53,8 @@ from ipex_aot.errors import IpexAotError, ScanError, ToolchainError
 from ipex_aot.generation import generation_order
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.settings import Settings
+from ipex_aot.sevenz import SIGNATURE as SEVENZ_MAGIC
+from ipex_aot.untrusted import not_a_regular_file, printable
 
 NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
 SPIRV_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64"
@@ -213,6 +215,11 @@ def load_signatures(settings: Settings) -> Signatures:
 
 # --- low-level readers ---------------------------------------------------------------------
 
+def _name(raw: bytes) -> str:
+    """A name read from the file (section, ar member, note owner), escaped so that printing it is safe."""
+    return printable(raw.decode("utf-8", "replace"))
+
+
 class _Buf:
     """Bounds-checked little-endian reads over a memoryview, errors naming the file."""
 
@@ -235,7 +242,7 @@ class _Buf:
         end = min(self.n, off + limit)
         raw = bytes(self.v[off:end])
         nul = raw.find(b"\0")
-        return (raw if nul < 0 else raw[:nul]).decode("utf-8", "replace")
+        return _name(raw if nul < 0 else raw[:nul])
 
 
 @dataclass
@@ -305,7 +312,7 @@ def _pe_sections(b: _Buf) -> list[_Section]:
         raw_name, vsize, va, rawsize, rawptr = struct.unpack_from("<8sIIII", b.v, table + 40 * i)
         characteristics, = struct.unpack_from("<I", b.v, table + 40 * i + 36)
         searchable = not characteristics & 0x20000020  # IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE
-        name = raw_name.rstrip(b"\0").decode("utf-8", "replace")
+        name = _name(raw_name.rstrip(b"\0"))
         if name.startswith("/") and name[1:].isdigit() and strtab >= 0:
             name = b.cstr(strtab + int(name[1:]), 1024, "COFF string table")
         size = min(vsize, rawsize) if vsize else rawsize
@@ -336,7 +343,7 @@ def _ar_members(v: memoryview, start: int, end: int, path: str, *,
             if not any(head) or not strict:  # zero padding after the last member, or the next image
                 return
             raise ScanError(f"{path}: malformed fat binary: bad member header at offset {pos:#x}")
-        raw = head[:16].decode("ascii", "replace").rstrip()
+        raw = _name(head[:16]).rstrip()
         try:
             size = int(head[48:58].decode("ascii").strip() or "0")
         except ValueError:
@@ -349,7 +356,7 @@ def _ar_members(v: memoryview, start: int, end: int, path: str, *,
             n = int(raw[3:])
             if n > size:
                 raise ScanError(f"{path}: malformed fat binary: member name longer than the member at {pos:#x}")
-            name = bytes(v[data:data + n]).rstrip(b"\0").decode("utf-8", "replace")
+            name = _name(bytes(v[data:data + n]).rstrip(b"\0"))
             data, size = data + n, size - n
         elif raw == "//":
             longnames = bytes(v[data:data + size])
@@ -361,7 +368,7 @@ def _ar_members(v: memoryview, start: int, end: int, path: str, *,
             if idx >= len(longnames):
                 raise ScanError(f"{path}: malformed fat binary: long name /{idx} outside the name table")
             stop = longnames.find(b"/\n", idx)
-            name = longnames[idx:stop if stop >= 0 else None].decode("utf-8", "replace")
+            name = _name(longnames[idx:stop if stop >= 0 else None])
         else:
             name = raw[:-1] if raw.endswith("/") else raw
         if name:
@@ -379,7 +386,7 @@ def _elf_notes(v: memoryview, start: int, size: int) -> Iterator[tuple[str, int,
         pos += 12
         if namesz > end - pos:
             return
-        name = bytes(v[pos:pos + namesz]).rstrip(b"\0").decode("utf-8", "replace")
+        name = _name(bytes(v[pos:pos + namesz]).rstrip(b"\0"))
         pos += (namesz + 3) & ~3
         if descsz > end - pos:
             return
@@ -409,7 +416,7 @@ def _device_elf(v: memoryview) -> tuple[int, list[tuple[str, int, int, int]]] | 
             return None
         end = max(end, off + size)
         raw = bytes(v[str_off + name_off:str_off + min(str_size, name_off + 256)]) if name_off < str_size else b""
-        out.append((raw.split(b"\0", 1)[0].decode("utf-8", "replace"), sh_type, off, size))
+        out.append((_name(raw.split(b"\0", 1)[0]), sh_type, off, size))
     return end, out
 
 
@@ -703,6 +710,9 @@ def _plausible(v: memoryview, pat: bytes, at: int, end: int) -> bool:
 
 
 def _open(path: Path) -> tuple[Any, memoryview]:
+    kind = not_a_regular_file(path)
+    if kind:
+        raise ScanError(f"{path}: is {kind}, not a library file; give the path of a .dll or .so")
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -799,6 +809,9 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], metho
             regions = [(x.offset, x.offset + x.size) for x in sections if x.searchable and x.offset >= 0 and x.size]
             for start, end in _merge(regions) or [(0, len(v))]:
                 s.walk(start, end, "byte pattern", require=False)
+    elif head[:6] == SEVENZ_MAGIC:
+        raise ScanError(f"{path}: a 7z archive, not a library; check a release archive with "
+                        f"`ipex-aot verify {path}`, or scan one library extracted from it")
     else:
         raise ScanError(f"{path}: not a PE DLL, an ELF library, an ocloc fat binary, a zebin or SPIR-V "
                         f"(starts with {head[:4].hex()})")

@@ -11,7 +11,9 @@ they turn every such input into a ``ValueError`` with one line the caller can wr
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from typing import Any
 
 #: Deeper than any file this project writes (the device cache is 5 levels), far below Python's stack.
@@ -119,3 +121,33 @@ def printable(text: str) -> str:
 def _escape(c: str) -> str:
     n = ord(c)
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
+    """What PATH is when it exists but is not a regular file ("a FIFO (named pipe)", …), else None.
+
+    Asked with ``stat``, which never blocks: opening a FIFO to read it waits for a writer forever,
+    and reading a device such as /dev/zero never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def tool_message(text: str, limit: int = 300) -> str:
+    """A tool's stderr as one printable line: the lines that say what went wrong, whole words, no layout."""
+    lines = [" ".join(printable(line).split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if "error" in line.lower() or "warning" in line.lower()]
+    joined = "; ".join(errors or lines[-3:])
+    if len(joined) > limit:
+        joined = joined[:limit].rsplit(" ", 1)[0] + " …"
+    return joined or "no message"

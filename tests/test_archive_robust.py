@@ -1,0 +1,155 @@
+"""Hostile or damaged archives and odd files for install, verify and scan (issue 12, High and Medium).
+
+Every refusal is one line, names the file, leaves the installed library byte-identical, and comes fast:
+a FIFO or a device is never opened for reading, a damaged stream is never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import py7zr
+import pytest
+from test_install import INSTALL_PATH, make_archive, release, settings, site  # noqa: F401 - fixtures
+
+from ipex_aot import install
+from ipex_aot.errors import ArchiveError, IpexAotError, ScanError
+from ipex_aot.scan import scan_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+import libfixtures as L  # noqa: E402
+
+ENGINES = ["py7zr", "7z"]
+
+
+def _cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ipex_aot", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    # The step frame (==> / <==) may precede the error; the error itself is one line.
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("==>", "<=="))]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# --- damaged streams: every engine error is one line ------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flipped_bytes_in_the_packed_stream_are_one_line_errors(tmp_path, settings, release, engine):  # noqa: F811
+    archive, libs = release
+    data = archive.read_bytes()
+    root, lib = site(tmp_path)
+    before = lib.read_bytes()
+    gen = next(iter(libs))
+    seen = set()
+    # Flip one byte at a spread of places inside the packed data (past the 32-byte signature header).
+    for frac in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8):
+        bad = bytearray(data)
+        at = 32 + int((len(data) - 32) * frac * 0.9)
+        bad[at] ^= 0xFF
+        damaged = tmp_path / f"bad-{frac}.7z"
+        damaged.write_bytes(bytes(bad))
+        try:
+            install.install(damaged, settings, ipex_dir=root, generation=gen, engine=engine)
+        except IpexAotError as e:
+            assert "\n" not in e.message and str(damaged) in e.message, e.message
+            seen.add(type(e).__name__)
+        assert lib.read_bytes() == before
+    assert seen, "some flipped byte must be noticed"
+
+
+def test_a_7zip_error_is_one_line_and_not_cut_mid_word(tmp_path, settings, release):  # noqa: F811
+    archive, libs = release
+    bad = bytearray(archive.read_bytes())
+    bad[40:400] = b"\0" * 360
+    damaged = tmp_path / "zeroed.7z"
+    damaged.write_bytes(bytes(bad))
+    with pytest.raises(ArchiveError) as info:
+        install.extract_member(damaged, f"{next(iter(libs))}/libgpu.so", tmp_path / "out", settings, engine="7z")
+    message = info.value.message
+    assert "\n" not in message and "  " not in message
+    # 7-Zip's own words, whole, then what to do: never its output cut at a fixed width.
+    assert "Data Error" in message and message.endswith("download it again"), message
+
+
+# --- JSON depth in manifest.json ------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_200000_deep_manifest_is_refused_by_install_and_verify(tmp_path, settings, release, engine):  # noqa: F811
+    _, libs = release
+    archive = tmp_path / "deep.7z"
+    with py7zr.SevenZipFile(archive, "w") as z:
+        for gen, lib in libs.items():
+            z.write(lib, f"{gen}/libgpu.so")
+        z.writestr(b"[" * 200_000 + b"]" * 200_000, "manifest.json")
+    root, lib = site(tmp_path)
+    with pytest.raises(ArchiveError, match="manifest.json.*nested deeper"):
+        install.install(archive, settings, ipex_dir=root, generation=next(iter(libs)), engine=engine)
+    line = _one_line(_cli("verify", str(archive)))
+    assert "nested deeper" in line
+
+
+# --- not a regular file ---------------------------------------------------------------------
+
+def test_a_fifo_as_the_archive_says_so(tmp_path):
+    fifo = tmp_path / "release.7z"
+    os.mkfifo(fifo)
+    for args in (("install", str(fifo), "--ipex-dir", str(tmp_path)), ("verify", str(fifo))):
+        line = _one_line(_cli(*args, timeout=20))
+        assert "FIFO" in line and "no such archive" not in line, line
+
+
+def test_scan_of_a_fifo_refuses_at_once(tmp_path):
+    fifo = tmp_path / "lib.so"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    line = _one_line(_cli("scan", str(fifo), timeout=20))
+    assert "FIFO" in line and time.monotonic() - start < 15
+
+
+def test_scan_of_dev_zero_says_device_not_empty():
+    line = _one_line(_cli("scan", "/dev/zero", timeout=20))
+    assert "character device" in line and "empty" not in line
+
+
+def test_scan_of_a_7z_points_to_verify(tmp_path, release):  # noqa: F811
+    archive, _ = release
+    line = _one_line(_cli("scan", str(archive)))
+    assert "7z archive" in line and "ipex-aot verify" in line and "377abcaf" not in line
+
+
+def test_control_bytes_in_section_names_are_escaped(tmp_path):
+    lib = L.build_elf_library(tmp_path / "libx.so", [L.ocloc_image("acm-g10")])
+    data = bytearray(lib.read_bytes())
+    # Rename .eh_frame to a terminal escape sequence and point its data past the end of the file.
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shnum, shstrndx = struct.unpack_from("<HH", data, 0x3C)
+    str_off = struct.unpack_from("<Q", data, shoff + 64 * shstrndx + 0x18)[0]
+    for i in range(shnum):
+        head = shoff + 64 * i
+        name_off = struct.unpack_from("<I", data, head)[0]
+        if bytes(data[str_off + name_off:str_off + name_off + 10]) == b".eh_frame\0":
+            data[str_off + name_off:str_off + name_off + 8] = b"\x1b[2J\x07\r\x08x"
+            struct.pack_into("<I", data, head + 4, 1)  # SHT_PROGBITS: has data
+            struct.pack_into("<Q", data, head + 0x18, len(data) + 4096)
+            break
+    else:
+        pytest.fail("no .eh_frame section in the test library")
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ScanError) as info:
+        scan_file(bad)
+    assert "\\x1b[2J" in info.value.message
+    proc = _cli("scan", str(bad))
+    assert not any(c in proc.stderr + proc.stdout for c in "\x1b\x07\r\x08"), repr(proc.stderr)
+    assert json.dumps  # stdout JSON already escapes; the plain text must too
