@@ -8,9 +8,10 @@ cd "$(dirname "$0")"
 # display names, 7-Zip's command line, git and a C compiler for the canary,
 # minisign to check that signed releases interoperate with the real tool;
 # Debian's archive keyring verifies the sid index that `ipex-aot ocloc fetch` reads;
-# Wine and MinGW for the Windows lane (CPython for Windows under Wine, the canary's DLL).
+# Wine and MinGW for the Windows lane (CPython for Windows under Wine, the canary's DLL);
+# ocl-icd's OpenCL ICD loader, through which `detect` asks the driver (tests: a fake ICD).
 pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign debian-archive-keyring
-      wine64 gcc-mingw-w64-x86-64)
+      wine64 gcc-mingw-w64-x86-64 ocl-icd-libopencl1)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ipex_aot.build",
     "ipex_aot.pack",
     "ipex_aot.scan",
+    "ipex_aot.gpus",
     "ipex_aot.install",
     "ipex_aot.conformance",
     "ipex_aot.release",

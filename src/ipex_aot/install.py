@@ -1,9 +1,7 @@
 """For the people who run the apps: detect the GPU, install its folder of a release, roll back.
 
-* ``detect`` reads the PCI device and revision IDs of every Intel display
-  controller (Linux: sysfs; Windows: PowerShell ``Get-CimInstance
-  Win32_VideoController``, whose PNP device ID carries ``DEV_xxxx`` and
-  ``REV_xx``) and asks the device database for the exact generation.
+* ``detect`` (module :mod:`ipex_aot.gpus`) asks the GPU drivers for the exact
+  IP version, then the device database for the PCI device and revision IDs.
 * ``install`` finds the IPEX install (the package's import spec, without
   importing it, or ``--ipex-dir``), picks the generation (given, detected,
   or the one archive folder whose PCI IDs hold the GPU), checks every archive
@@ -22,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -31,155 +28,35 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ipex_aot import log, platforms
-from ipex_aot.errors import ArchiveError, DeviceError, InstallError, IpexAotError, ScanError, UsageError
+from ipex_aot.errors import ArchiveError, InstallError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.generation import generation_order
+from ipex_aot.gpus import (  # noqa: F401 - detection lived here; importers of these names keep working
+    INTEL_VENDOR,
+    POWERSHELL_QUERY,
+    Gpu,
+    detect,
+    gpus_from_powershell,
+    gpus_from_sysfs,
+    identify,
+    list_gpus,
+    parse_powershell,
+)
 from ipex_aot.settings import Settings
-from ipex_aot.untrusted import loads_json, not_a_regular_file, printable, tool_message
+from ipex_aot.untrusted import not_a_regular_file, printable, tool_message
 
-INTEL_VENDOR = "8086"
 MANIFEST = "manifest.json"
 BACKUP_SUFFIX = ".ipex-aot-backup"
 RECORD_SUFFIX = ".ipex-aot.json"
 RECORD_SCHEMA = 1
-#: PowerShell asked for JSON, so that no column layout has to be parsed.
-POWERSHELL_QUERY = ("Get-CimInstance -ClassName Win32_VideoController | "
-                    "Select-Object Name, PNPDeviceID, DriverVersion | ConvertTo-Json -Compress")
-_PNP_RE = re.compile(r"VEN_([0-9A-Fa-f]{4})&DEV_([0-9A-Fa-f]{4})(?:&SUBSYS_[0-9A-Fa-f]+)?(?:&REV_([0-9A-Fa-f]{2}))?")
 _FILE_ATTRIBUTE_REPARSE_POINT = 0x400
 _FILE_ATTRIBUTE_UNIX_EXTENSION = 0x8000
-
-
-# --- detect --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Gpu:
-    slot: str  # PCI address (Linux) or PNP device ID (Windows)
-    pci_id: str  # device part, upper-case hex, e.g. "56A0"
-    revision: int | None
-    name: str = ""
-    generation: str | None = None
-    candidates: tuple[str, ...] = ()
-    rule: str = ""
-
-    def to_json(self) -> dict:
-        return {"slot": self.slot, "pci_id": self.pci_id, "revision": self.revision, "name": self.name,
-                "generation": self.generation, "candidates": list(self.candidates), "rule": self.rule}
-
-
-def _read_hex(path: Path) -> int | None:
-    try:
-        return int(path.read_text(encoding="utf-8").strip(), 16)
-    except (OSError, ValueError):
-        return None
-
-
-def gpus_from_sysfs(root: Path = Path("/sys")) -> list[Gpu]:
-    """Intel display controllers (PCI class 0x03xxxx) under ROOT/bus/pci/devices."""
-    found = []
-    devices = root / "bus" / "pci" / "devices"
-    try:
-        entries = sorted(devices.iterdir())
-    except OSError:
-        return []
-    for dev in entries:
-        vendor, klass = _read_hex(dev / "vendor"), _read_hex(dev / "class")
-        if vendor != int(INTEL_VENDOR, 16) or klass is None or klass >> 16 != 0x03:
-            continue
-        device = _read_hex(dev / "device")
-        if device is None:
-            continue
-        found.append(Gpu(dev.name, f"{device:04X}", _read_hex(dev / "revision")))
-    return found
-
-
-def parse_powershell(text: str) -> list[Gpu]:
-    """Intel GPUs in the JSON that :data:`POWERSHELL_QUERY` prints (one object or a list)."""
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        data = loads_json(text)
-    except ValueError as e:
-        raise DeviceError(f"PowerShell's Win32_VideoController output is not JSON ({e}); "
-                          "run the query by hand to see why") from None
-    items = data if isinstance(data, list) else [data]
-    found = []
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        pnp = str(item.get("PNPDeviceID") or "")
-        m = _PNP_RE.search(pnp.upper())
-        if not m or m.group(1) != INTEL_VENDOR:
-            continue
-        found.append(Gpu(pnp, m.group(2).upper(), int(m.group(3), 16) if m.group(3) else None,
-                         str(item.get("Name") or "")))
-    return found
-
-
-def gpus_from_powershell(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> list[Gpu]:
-    exe = shutil.which("powershell") or shutil.which("pwsh")
-    if not exe:
-        raise DeviceError("PowerShell not found; give the generation with --generation")
-    proc = run([exe, "-NoProfile", "-NonInteractive", "-Command", POWERSHELL_QUERY],
-               capture_output=True, text=True, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise DeviceError(f"PowerShell Get-CimInstance Win32_VideoController failed: {proc.stderr.strip()[:200]}")
-    return parse_powershell(proc.stdout)
-
-
-def list_gpus(*, sysfs_root: Path | None = None, platform: str | None = None) -> list[Gpu]:
-    platform = platform or sys.platform
-    if platform == "win32":
-        return gpus_from_powershell()
-    return gpus_from_sysfs(sysfs_root or Path("/sys"))
-
-
-def identify(gpus: Sequence[Gpu], db: Any) -> list[Gpu]:
-    """Each GPU with its generation from the device database (``DeviceDatabase.lookup``)."""
-    out = []
-    for gpu in gpus:
-        try:
-            hit = db.lookup(gpu.pci_id, gpu.revision)
-        except DeviceError as e:
-            out.append(Gpu(gpu.slot, gpu.pci_id, gpu.revision, gpu.name, None, (), e.message))
-            continue
-        name = gpu.name or ", ".join(getattr(hit.row, "names", ())) or ""
-        out.append(Gpu(gpu.slot, gpu.pci_id, gpu.revision, name, hit.generation, tuple(hit.candidates), hit.rule))
-    return out
-
-
-def detect(settings: Settings, *, sysfs_root: Path | None = None, platform: str | None = None,
-           db: Any = None) -> tuple[list[Gpu], str | None]:
-    """(GPUs with generations, why the database was not used or None)."""
-    gpus = list_gpus(sysfs_root=sysfs_root, platform=platform)
-    if not gpus:
-        return [], None
-    if db is None:
-        try:
-            db = _database_for(gpus, settings)
-        except IpexAotError as e:
-            return gpus, e.message
-    return identify(gpus, db), None
-
-
-def _database_for(gpus: Sequence[Gpu], settings: Settings) -> Any:
-    """The cached full database when there is one; else a sweep of just these PCI IDs (seconds, not minutes)."""
-    from ipex_aot import devices
-    from ipex_aot.ocloc import find_ocloc
-
-    ocloc = find_ocloc(settings)
-    pci_path = devices.pci_ids_file()
-    if devices.cache_path(settings, ocloc, pci_path).is_file():
-        return devices.load_database(settings, ocloc=ocloc)
-    return devices.build_database(ocloc, ids=sorted({int(g.pci_id, 16) for g in gpus}), jobs=settings.jobs,
-                                  pci_path=pci_path)
 
 
 # --- archives ------------------------------------------------------------------------------
@@ -591,9 +468,6 @@ def _find_installed(ipex_dir: Path | None, install_path: str | None) -> Path:
 # --- CLI -----------------------------------------------------------------------------------
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    d = sub.add_parser("detect", help="list this machine's Intel GPUs and their generations")
-    d.add_argument("--json", action="store_true", help="print JSON on stdout")
-    d.set_defaults(func=_cmd_detect)
     p = sub.add_parser("install", help="install one generation's library from a release archive (or --rollback)")
     p.add_argument("archive", nargs="?", help="the release .7z")
     p.add_argument("--app", type=Path, help="the app's folder (e.g. \"C:\\Program Files\\Demucs-GUI\"); "
@@ -603,25 +477,6 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--rollback", action="store_true", help="restore the library from before the last install")
     p.add_argument("--engine", choices=("7z", "py7zr"), help="extractor (default: 7zz/7z when installed)")
     p.set_defaults(func=_cmd_install)
-
-
-def _cmd_detect(args, settings: Settings) -> int:  # noqa: ANN001
-    gpus, note = detect(settings)
-    if note:
-        log.warn(f"device database not available ({note}); generations not shown")
-    if args.json:
-        print(json.dumps([g.to_json() for g in gpus], indent=2))
-        return 0 if gpus else 1
-    if not gpus:
-        log.info("no Intel GPU found")
-        return 1
-    for g in gpus:
-        rev = f"rev {g.revision:02X}" if g.revision is not None else "rev ?"
-        gen = g.generation or (f"one of {', '.join(g.candidates)}" if g.candidates else "unknown")
-        print(f"{g.slot}  {g.pci_id} {rev}  generation {gen}  {g.name}".rstrip())
-        if not g.generation and g.rule:
-            print(f"    {g.rule}")
-    return 0
 
 
 def _cmd_install(args, settings: Settings) -> int:  # noqa: ANN001
