@@ -188,7 +188,7 @@ def _libraries(table: Mapping[str, tuple[str, ...]], library: str | None) -> Seq
     return (library,) if library else table.get("win32" if sys.platform == "win32" else "linux", ())
 
 
-def _cl_info(lib: ctypes.CDLL, device: ctypes.c_void_p, param: int) -> bytes | None:
+def _cl_info(lib: ctypes.CDLL, device: int | None, param: int) -> bytes | None:
     size = ctypes.c_size_t()
     if lib.clGetDeviceInfo(device, param, 0, None, ctypes.byref(size)) != CL_SUCCESS or not size.value:
         return None
@@ -231,7 +231,9 @@ def opencl_gpus(library: str | None = None) -> tuple[list[DriverGpu], str]:
                 continue
             extensions = (_cl_info(lib, device, CL_DEVICE_EXTENSIONS) or b"").rstrip(b"\0").decode(errors="replace").split()
             name = (_cl_info(lib, device, CL_DEVICE_NAME) or b"").rstrip(b"\0").decode(errors="replace")
-            ip = dev_id = slot = None
+            ip: str | None = None
+            dev_id: int | None = None
+            slot: str | None = None
             if "cl_intel_device_attribute_query" in extensions:
                 raw = _cl_info(lib, device, CL_DEVICE_IP_VERSION_INTEL)
                 ip = ip_version(int.from_bytes(raw[:4], "little")) if raw and any(raw[:4]) else None
@@ -240,8 +242,8 @@ def opencl_gpus(library: str | None = None) -> tuple[list[DriverGpu], str]:
             if "cl_khr_pci_bus_info" in extensions:
                 raw = _cl_info(lib, device, CL_DEVICE_PCI_BUS_INFO_KHR)
                 if raw and len(raw) >= 16:
-                    domain, bus, dev, fn = (int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
-                    slot = f"{domain:04x}:{bus:02x}:{dev:02x}.{fn:x}"
+                    domain, bus, dev, func = (int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+                    slot = f"{domain:04x}:{bus:02x}:{dev:02x}.{func:x}"
             found.append(DriverGpu("opencl", dev_id, ip, name, slot))
     return found, f"{len(found)} Intel GPU device(s)"
 
@@ -352,7 +354,7 @@ def _merge(pci: list[Gpu], report: DriverReport) -> list[Gpu]:
             continue
         used.update(n for n in match if report.gpus[n].ip_version == report.gpus[hit].ip_version)
         d = report.gpus[hit]
-        out.append(replace(gpu, name=gpu.name or d.name, generation=d.ip_version, candidates=(d.ip_version,),
+        out.append(replace(gpu, name=gpu.name or d.name, generation=d.ip_version, candidates=(str(d.ip_version),),
                            rule=f"reported by the driver ({SOURCES[d.api]})", source=d.api, ip_version=d.ip_version))
     seen: set[tuple[str, str]] = set()
     on_bus = {g.pci_id for g in pci}
