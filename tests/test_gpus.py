@@ -13,7 +13,7 @@ from libfixtures import ocloc_ids
 
 from ipex_aot import gpus
 from ipex_aot.errors import DeviceError
-from ipex_aot.intelgt import ip_version
+from ipex_aot.generation import Generation
 from ipex_aot.settings import Settings
 
 
@@ -48,7 +48,8 @@ def _cli(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 def test_ip_versions_decode_as_compute_runtime_encodes_them():
     # AOT::MTL_H_B0 = 0x0311c004 (12.71.4) and DG2_G10_C0 = 0x030dc008 (12.55.8), shared/source/helpers/
     # product_config.h (neo_aot_platforms.h in newer trees) of https://github.com/intel/compute-runtime
-    assert ip_version(0x0311C004) == "12.71.4" and ip_version(0x030DC008) == "12.55.8"
+    assert str(Generation.from_ip_version(0x0311C004)) == "12.71.4"
+    assert str(Generation.from_ip_version(0x030DC008)) == "12.55.8"
 
 
 def test_the_driver_answers_first_and_names_itself(fake_gpus, tmp_path):

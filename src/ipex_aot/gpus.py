@@ -21,7 +21,7 @@ Each GPU says which source answered (``source``). The drivers are asked in a
 child process with a time limit, so a driver that crashes or hangs costs the
 answer, not the command. The IP version is decoded as compute-runtime's
 ``HardwareIpVersion`` (architecture:10 release:8 reserved:8 revision:6), the
-layout of the zebin product config (:func:`ipex_aot.intelgt.ip_version`).
+layout of the zebin product config (:meth:`ipex_aot.generation.Generation.from_ip_version`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot.errors import DeviceError, IpexAotError
-from ipex_aot.intelgt import ip_version
+from ipex_aot.generation import Generation
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import loads_json
 
@@ -175,6 +175,10 @@ def list_gpus(*, sysfs_root: Path | None = None, platform: str | None = None) ->
 
 # --- drivers: OpenCL and Level Zero through ctypes ----------------------------------------
 
+def _ip(value: int) -> str:
+    return str(Generation.from_ip_version(value))
+
+
 def _load(names: Sequence[str]) -> ctypes.CDLL | None:
     for name in names:
         try:
@@ -236,7 +240,7 @@ def opencl_gpus(library: str | None = None) -> tuple[list[DriverGpu], str]:
             slot: str | None = None
             if "cl_intel_device_attribute_query" in extensions:
                 raw = _cl_info(lib, device, CL_DEVICE_IP_VERSION_INTEL)
-                ip = ip_version(int.from_bytes(raw[:4], "little")) if raw and any(raw[:4]) else None
+                ip = _ip(int.from_bytes(raw[:4], "little")) if raw and any(raw[:4]) else None
                 raw = _cl_info(lib, device, CL_DEVICE_ID_INTEL)
                 dev_id = int.from_bytes(raw[:4], "little") if raw else None
             if "cl_khr_pci_bus_info" in extensions:
@@ -299,7 +303,7 @@ def level_zero_gpus(library: str | None = None) -> tuple[list[DriverGpu], str]:
                 continue
             if props.type != ZE_DEVICE_TYPE_GPU or props.vendorId != int(INTEL_VENDOR, 16):
                 continue
-            found.append(DriverGpu("level-zero", props.deviceId, ip_version(ipv.ipVersion) if ipv.ipVersion else None,
+            found.append(DriverGpu("level-zero", props.deviceId, _ip(ipv.ipVersion) if ipv.ipVersion else None,
                                    props.name.decode(errors="replace")))
     return found, f"{len(found)} Intel GPU device(s)"
 
