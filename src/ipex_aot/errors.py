@@ -87,3 +87,9 @@ class VariantError(IpexAotError):
     """Making wheel variants or their index failed (variantlib refused a wheel or a property)."""
 
     exit_code = 12
+
+
+class DownloadError(IpexAotError):
+    """A download that failed, was cut short or was larger than allowed; a cut one resumes on the next run."""
+
+    exit_code = 13

@@ -13,6 +13,13 @@
   the new one in with one ``os.replace``. Any failure before that rename
   leaves the installed library as it was.
 * ``install --rollback`` puts the backup back (one ``os.replace`` again).
+
+Before any entry of the archive is read, its own bytes are checked against
+what the user pinned (:func:`ipex_aot.signing.check_archive`): the
+publisher's public key (``--trust-key``, ``IPEX_AOT_TRUST_KEY``, or the
+``ipex-aot-trust.pub`` an app ships beside its ``intel_extension_for_pytorch``
+folder) and ``--sha256``. An archive given by URL is downloaded first
+(:mod:`ipex_aot.download`) and checked before it is renamed into place.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ipex_aot import log, platforms
+from ipex_aot.download import MAX_DOWNLOAD, fetch_archive, is_url
 from ipex_aot.errors import ArchiveError, InstallError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.generation import generation_order
@@ -49,6 +57,7 @@ from ipex_aot.gpus import (  # noqa: F401 - detection lived here; importers of t
     parse_powershell,
 )
 from ipex_aot.settings import Settings
+from ipex_aot.signing import Trust, add_trust_arguments, check_trust, resolve_trust
 from ipex_aot.untrusted import not_a_regular_file, printable, tool_message
 
 MANIFEST = "manifest.json"
@@ -337,14 +346,52 @@ def find_app_package(app: Path, install_path: str) -> Path:
     return found[0]
 
 
-def install(archive: Path, settings: Settings, *, ipex_dir: Path | None = None, generation: str | None = None,
-            sysfs_root: Path | None = None, db: Any = None, engine: str | None = None, app: Path | None = None) -> dict:
-    """Install one generation's library from ARCHIVE; returns the record written beside it.
+def app_key_dirs(ipex_dir: Path | None, app: Path | None = None,
+                 package: str = "intel_extension_for_pytorch") -> list[Path]:
+    """Where an app's pinned key (signing.TRUST_KEY_FILE) may sit: the folder holding the IPEX package folder.
+
+    With --ipex-dir that folder is IPEX_DIR itself, or its parent when IPEX_DIR
+    is the package folder (it has an ``__init__.py``); with --app, the folder
+    under APP holding the package, then APP itself; otherwise the parent of
+    the installed package, found by its import spec without importing it. The
+    archive is not read for this: its manifest is not trusted yet.
+    """
+    if ipex_dir is not None:
+        ipex_dir = Path(ipex_dir)
+        return [ipex_dir.parent if (ipex_dir / "__init__.py").is_file() else ipex_dir]
+    if app is not None:
+        dirs = []
+        with contextlib.suppress(InstallError):
+            dirs.append(find_app_package(app, f"{package}/__init__.py"))
+        return dirs + [Path(app)]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(list(spec.submodule_search_locations)[0]).parent]
+
+
+def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = None, generation: str | None = None,
+            sysfs_root: Path | None = None, db: Any = None, engine: str | None = None, app: Path | None = None,
+            trust: Trust | None = None, download_dir: Path | None = None, max_download: int = MAX_DOWNLOAD) -> dict:
+    """Install one generation's library from ARCHIVE (a file or an http(s) URL); returns the record written beside it.
 
     APP (an application's folder, e.g. ``C:\\Program Files\\Demucs-GUI``) is searched for the package
-    when IPEX_DIR is not given, and names the app in the "close it" message.
+    when IPEX_DIR is not given, and names the app in the "close it" message. TRUST defaults to the key
+    from IPEX_AOT_TRUST_KEY or the app's key file, no sha256.
     """
-    archive = Path(archive)
+    if trust is None:
+        trust = resolve_trust(settings, key_dirs=app_key_dirs(ipex_dir, app))
+    if is_url(archive):
+        folder = download_dir or settings.cache_dir / "downloads"
+        with log.step(f"download {archive}"):
+            archive, checked = fetch_archive(str(archive), folder, trust, max_size=max_download)
+            (log.info if trust.pinned else log.warn)(checked)
+    else:
+        archive = Path(archive)
+        check_trust(archive, trust)
     with log.step(f"install from {archive.name}"):
         info = open_archive(archive)
         if ipex_dir is None and app is not None:
@@ -469,26 +516,39 @@ def _find_installed(ipex_dir: Path | None, install_path: str | None) -> Path:
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p = sub.add_parser("install", help="install one generation's library from a release archive (or --rollback)")
-    p.add_argument("archive", nargs="?", help="the release .7z")
+    p.add_argument("archive", nargs="?", help="the release .7z, a file or an http(s) URL")
     p.add_argument("--app", type=Path, help="the app's folder (e.g. \"C:\\Program Files\\Demucs-GUI\"); "
                    "intel_extension_for_pytorch is looked for inside it")
     p.add_argument("--ipex-dir", type=Path, help="site-packages (or the package folder) holding the install")
     p.add_argument("--generation", help="generation code to install, e.g. 12.55.8 (default: detected)")
     p.add_argument("--rollback", action="store_true", help="restore the library from before the last install")
     p.add_argument("--engine", choices=("7z", "py7zr"), help="extractor (default: 7zz/7z when installed)")
+    add_trust_arguments(p)
+    p.add_argument("--download-dir", type=Path, metavar="DIR",
+                   help="where an archive given by URL is downloaded (default: the cache's downloads/)")
+    p.add_argument("--max-download", default=None, metavar="SIZE",
+                   help=f"refuse a download larger than this, e.g. 2g (default {MAX_DOWNLOAD >> 30}g)")
     p.set_defaults(func=_cmd_install)
 
 
 def _cmd_install(args, settings: Settings) -> int:  # noqa: ANN001
     if args.rollback:
-        if args.generation:
-            raise UsageError("--rollback takes no --generation")
+        if args.generation or args.trust_key or args.sha256 or args.signature:
+            raise UsageError("--rollback takes no --generation, --trust-key, --sha256 or --signature")
+        if args.archive and is_url(args.archive):
+            raise UsageError("--rollback reads the install path from a local archive (or none); not from a URL")
         install_path = read_manifest(Path(args.archive))["artifact_install_path"] if args.archive else None
         lib = rollback(args.ipex_dir, install_path, settings, app=args.app)
         log.info(f"restored {lib}")
         return 0
     if not args.archive:
         raise UsageError("give the release archive: ipex-aot install ARCHIVE.7z (or --rollback)")
-    install(Path(args.archive), settings, ipex_dir=args.ipex_dir, generation=args.generation, engine=args.engine,
-            app=args.app)
+    from ipex_aot.pack import parse_size
+
+    trust = resolve_trust(settings, trust_key=args.trust_key, sha256=args.sha256, signature=args.signature,
+                          key_dirs=app_key_dirs(args.ipex_dir, args.app))
+    max_download = parse_size(args.max_download) if args.max_download else MAX_DOWNLOAD
+    archive = args.archive if is_url(args.archive) else Path(args.archive)
+    install(archive, settings, ipex_dir=args.ipex_dir, generation=args.generation, engine=args.engine, app=args.app,
+            trust=trust, download_dir=args.download_dir, max_download=max_download)
     return 0

@@ -49,11 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ipex_aot.errors import IpexAotError, ScanError, ToolchainError
+from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.settings import Settings
 from ipex_aot.sevenz import SIGNATURE as SEVENZ_MAGIC
+from ipex_aot.signing import add_trust_arguments, check_trust, resolve_trust
 from ipex_aot.untrusted import not_a_regular_file, printable
 
 NATIVE_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64_gen"
@@ -913,6 +914,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     v = sub.add_parser("verify", help="check that every folder of a build or archive holds its own generation")
     v.add_argument("target", help="a recipe name or recipes/X.yaml (checks dist/<recipe>/*), or a .7z archive")
     v.add_argument("--json", action="store_true", help="print JSON on stdout")
+    add_trust_arguments(v)
     v.set_defaults(func=_cmd_verify)
 
 
@@ -936,8 +938,15 @@ def _cmd_scan(args, settings: Settings) -> int:  # noqa: ANN001
 
 def _cmd_verify(args, settings: Settings) -> int:  # noqa: ANN001
     target = str(args.target)
-    checked = (verify_archive(Path(target), settings) if target.endswith(".7z")
-               else verify_dist(target, settings))
+    if target.endswith(".7z"):
+        # The archive's own bytes first (signature, pinned sha256), before any entry is read.
+        check_trust(Path(target), resolve_trust(settings, trust_key=args.trust_key, sha256=args.sha256,
+                                                signature=args.signature))
+        checked = verify_archive(Path(target), settings)
+    else:
+        if args.trust_key or args.sha256 or args.signature:
+            raise UsageError("--trust-key, --sha256 and --signature check a .7z archive, not a build folder")
+        checked = verify_dist(target, settings)
     if args.json:
         print(json.dumps([{"folder": f, "file": p, "generations": r.generations} for f, p, r in checked], indent=2))
     else:

@@ -47,6 +47,7 @@ from ipex_aot import log
 from ipex_aot.errors import ArchiveError, SignatureError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output
 from ipex_aot.settings import Settings
+from ipex_aot.untrusted import not_a_regular_file
 
 SIG_SUFFIX = ".minisig"
 #: The file an app ships beside its ``intel_extension_for_pytorch`` folder to pin the publisher's key.
@@ -348,6 +349,9 @@ def write_signature(path: Path, signature: Signature) -> Path:
 
 
 def read_signature(path: Path) -> Signature:
+    kind = not_a_regular_file(path)
+    if kind:
+        raise SignatureError(f"{path}: is {kind}, not a signature file")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_SIGNATURE_BYTES + 1)
@@ -486,6 +490,9 @@ def check_archive(archive: Path, trust: Trust, *, signature_text: str | None = N
     outside the archive vouched for it.
     """
     archive = Path(archive)
+    kind = not_a_regular_file(archive)
+    if kind:
+        raise ArchiveError(f"{archive}: is {kind}, not an archive file; give the path of the release .7z")
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive")
     sig_path = trust.signature or archive.with_name(archive.name + SIG_SUFFIX)
@@ -518,7 +525,23 @@ def check_archive(archive: Path, trust: Trust, *, signature_text: str | None = N
     return f"{archive.name}: " + "; ".join(said)
 
 
+def check_trust(archive: Path, trust: Trust) -> None:
+    """check_archive, its answer logged: plainly a warning when nothing outside the archive vouched for it."""
+    message = check_archive(archive, trust)
+    (log.info if trust.pinned else log.warn)(message)
+
+
 # --- CLI -----------------------------------------------------------------------------------
+
+def add_trust_arguments(p: argparse.ArgumentParser) -> None:
+    """--trust-key, --sha256 and --signature, shared by install and verify."""
+    p.add_argument("--trust-key", metavar="KEY|FILE",
+                   help="refuse the archive unless this minisign public key (RW…, or a .pub file) signed it "
+                        f"(default: IPEX_AOT_TRUST_KEY, then {TRUST_KEY_FILE} beside the IPEX folder)")
+    p.add_argument("--sha256", metavar="HEX", help="refuse the archive unless its own sha256 is this one")
+    p.add_argument("--signature", type=Path, metavar="FILE",
+                   help="the archive's minisign signature (default: ARCHIVE.minisig, or URL.minisig)")
+
 
 def verify_howto(key: PublicKey, archive: str) -> str:
     """Markdown: the public key and how to check a download by hand."""
