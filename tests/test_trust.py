@@ -353,3 +353,13 @@ def test_unsigned_tampered_and_oversized_downloads_are_refused(tmp_path, setting
         download.fetch_archive(server.url("/nothing/here.7z"), tmp_path / "dl", signing.Trust())
     with pytest.raises(DownloadError, match="file name"):
         download.archive_name(server.url("/download/"))
+
+
+def test_app_key_dirs_for_an_app_folder(tmp_path):
+    """--app: the folder under the app that holds intel_extension_for_pytorch, then the app folder itself."""
+    app = tmp_path / "Demucs-GUI"
+    package = app / "Lib" / "site-packages" / "intel_extension_for_pytorch"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    assert install.app_key_dirs(None, app) == [package.parent, app]
+    assert install.app_key_dirs(None, tmp_path / "empty-app") == [tmp_path / "empty-app"]
