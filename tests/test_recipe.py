@@ -40,6 +40,7 @@ CASES = {
     "bad_platform": ("toolchain.platforms[1]", "'windows-arm64' is not allowed"),
     "unquoted_off": ("env.BUILD_WITH_CPU", "got the boolean false"),
     "bad_placeholder": ("build.command[3]", "unknown placeholder {wheeldir}"),
+    "archive_without_platform": ("release.archive", "add {platform}"),
     "duplicate_key": ("version", "duplicate key"),
     "not_a_mapping": ("", "expected a mapping of recipe keys"),
     "from_with_list": ("targets.from", "only means something with generations: all"),
@@ -178,7 +179,26 @@ def test_release_names_of_the_established_release():
     assert recipe.release == "2.1.40+xpu.2025.0.1"
     assert recipe.release_tag == "v2.1.40+xpu.2025.0.1-cp311"
     assert recipe.archive_name == "2.1.40+xpu.2025.0.1-AOT.7z"
+    assert recipe.archive_names == {"windows-x86_64": "2.1.40+xpu.2025.0.1-AOT.7z"}
     assert recipe.patches_dir is None and "Windows 2 GB" in (recipe.patches_note or "")
+
+
+def test_two_platforms_name_two_archives_from_the_template(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "ipex-2.8.10-xpu.yaml")
+    assert recipe.archive_names == {"windows-x86_64": "2.8.10+xpu-windows-x86_64-AOT.7z",
+                                    "linux-x86_64": "2.8.10+xpu-linux-x86_64-AOT.7z"}
+    # Without release.archive, a two-platform recipe gets the default that says the platform.
+    text = (REPO / "recipes" / "ipex-2.8.10-xpu.yaml").read_text()
+    start = text.index("release:\n")
+    (tmp_path / "recipes").mkdir()
+    plain = tmp_path / "recipes" / "two.yaml"
+    plain.write_text(text[:start] + "release:\n  tag: \"v{release}\"\n")
+    assert load_recipe(plain).archive_names == {"windows-x86_64": "2.8.10+xpu-windows-x86_64-AOT.7z",
+                                                "linux-x86_64": "2.8.10+xpu-linux-x86_64-AOT.7z"}
+    # {platform} names nothing in a tag: one release (one tag) holds every platform.
+    plain.write_text(text[:start] + "release:\n  tag: \"v{release}-{platform}\"\n")
+    with pytest.raises(RecipeError, match=r"release.tag: unknown placeholder \{platform\}"):
+        load_recipe(plain)
 
 
 def test_recipe_name_resolution(tmp_path):

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 PLATFORMS = ("windows-x86_64", "linux-x86_64")
 COMMAND_PLACEHOLDERS = frozenset({"python", "source", "wheel_dir", "build_dir", "jobs"})
 RELEASE_PLACEHOLDERS = frozenset({"release", "version", "local_version", "name", "package"})
+#: The archive name may also say its platform; a recipe with several platforms must (one archive each).
+ARCHIVE_PLACEHOLDERS = RELEASE_PLACEHOLDERS | {"platform"}
 DEFAULT_TAG = "v{release}"
 DEFAULT_ARCHIVE = "{release}-AOT.7z"
+DEFAULT_ARCHIVE_MULTI = "{release}-{platform}-AOT.7z"
 
 
 # --------------------------------------------------------------------------- the model
@@ -93,11 +96,36 @@ class Recipe:
     artifacts: Mapping[str, str]
     devlist_variable: str
     release_tag: str
-    archive_name: str
+    #: release.archive with every placeholder but {platform} filled in; see archive_for().
+    archive_template: str
     # Beyond the contract's fields (additive):
     local_version: str | None = None
     targets: TargetsSpec = field(default_factory=lambda: TargetsSpec("all"))
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # key path -> line
+
+    def archive_for(self, platform: str) -> str:
+        """The archive file name of PLATFORM's release files (release.archive, validated at load)."""
+        return self.archive_template.replace("{platform}", platform)
+
+    @property
+    def archive_names(self) -> dict[str, str]:
+        """platform -> archive name; distinct per platform (load_recipe refuses a template that collides)."""
+        return {p: self.archive_for(p) for p in self.toolchain.platforms}
+
+    @property
+    def archive_name(self) -> str:
+        """The archive of the recipe's first platform (its only one for a single-platform recipe)."""
+        return self.archive_for(self.toolchain.platforms[0])
+
+    def release_assets(self, platform: str) -> dict[str, str]:
+        """The names PLATFORM's release files are published under: the archive, its support table and manifest.
+
+        One platform keeps the plain SUPPORT.md and manifest.json; with several, each platform's pair is
+        suffixed with the platform so that one GitHub release holds them all side by side.
+        """
+        suffix = f"-{platform}" if len(self.toolchain.platforms) > 1 else ""
+        return {"archive": self.archive_for(platform), "support": f"SUPPORT{suffix}.md",
+                "manifest": f"manifest{suffix}.json"}
 
     def where(self, key: str) -> str:
         """``file:line: key`` prefix for a message about KEY (the nearest known parent's line)."""
@@ -304,10 +332,16 @@ def _semantic_checks(data: Mapping[str, Any]) -> None:
     build = data.get("build") or {}
     for i, part in enumerate(build.get("command") or ()):
         _check_placeholders(part, COMMAND_PLACEHOLDERS, f"build.command[{i}]")
-    for key in ("tag", "archive"):
+    for key, allowed in (("tag", RELEASE_PLACEHOLDERS), ("archive", ARCHIVE_PLACEHOLDERS)):
         value = (data.get("release") or {}).get(key)
         if value is not None:
-            _check_placeholders(value, RELEASE_PLACEHOLDERS, f"release.{key}")
+            _check_placeholders(value, allowed, f"release.{key}")
+    archive = (data.get("release") or {}).get("archive")
+    platforms = data["toolchain"]["platforms"]
+    if archive is not None and len(platforms) > 1 and "{platform}" not in archive:
+        # Each platform's pack job writes one archive; one name for all of them collides in the release.
+        raise _Located("release.archive", 0, f"{archive!r} names every platform's archive alike "
+                       f"({', '.join(platforms)}); add {{platform}}, e.g. \"{DEFAULT_ARCHIVE_MULTI}\"")
     toolchain = data["toolchain"]
     if toolchain["compiler"] in ("icx", "icpx") and not toolchain.get("oneapi"):
         raise _Located("toolchain.compiler", 0, f"{toolchain['compiler']} comes with oneAPI; add toolchain.oneapi "
@@ -424,7 +458,9 @@ def _build(path: Path, data: Mapping[str, Any], lines: Mapping[str, int]) -> Rec
         build_command=tuple(build.get("command") or ()), reuse_tree=bool(build.get("reuse_tree", False)),
         artifacts=dict(build.get("artifact") or {}), devlist_variable=data["devlist_variable"],
         release_tag=rel.get("tag", DEFAULT_TAG).format(**values),
-        archive_name=rel.get("archive", DEFAULT_ARCHIVE).format(**values),
+        # {platform} stays for archive_for(); the other placeholders are the recipe's own facts.
+        archive_template=rel.get("archive", DEFAULT_ARCHIVE if len(toolchain.platforms) == 1 else DEFAULT_ARCHIVE_MULTI
+                                 ).format(**values, platform="{platform}"),
         local_version=local, targets=targets, lines=dict(lines),
     )
 
@@ -568,6 +604,7 @@ def recipe_summary(recipe: Recipe, plan: TargetPlan | None) -> dict[str, Any]:
                       "platforms": list(recipe.toolchain.platforms)},
         "devlist_variable": recipe.devlist_variable, "release_tag": recipe.release_tag,
         "archive": recipe.archive_name,
+        "archives": recipe.archive_names,
         "ocloc": plan.ocloc_version if plan else None,
         "targets": _target_rows(recipe, plan.targets) if plan else [],
         "needs_newer_ocloc": [g for g, _ in plan.unknown] if plan else [],
@@ -606,7 +643,7 @@ def _cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     out = sys.stdout
-    out.write(f"{recipe.name}: {recipe.package} {recipe.release} ({recipe.release_tag}, {recipe.archive_name})\n")
+    out.write(f"{recipe.name}: {recipe.package} {recipe.release} ({recipe.release_tag}, {', '.join(recipe.archive_names.values())})\n")
     out.write(f"ocloc {plan.ocloc_version}; devlist variable {recipe.devlist_variable}\n\n")
     out.write("| generation | device | platform | python | devlist variable |\n| --- | --- | --- | --- | --- |\n")
     for row in summary["targets"]:
