@@ -279,3 +279,89 @@ def test_signed_pack_is_checked_by_minisign_and_an_unsigned_repack_drops_the_sta
     assert public in support and f"minisign -Vm {result.archive.name} -P {public}" in support
     again = do_pack(dist, cache)
     assert again.signature is None and not sig.exists()
+DEMO_RECIPE = """package: ipex_aot_canary
+version: {version}
+source:
+  path: canary
+patches:
+  none: "a test recipe"
+toolchain:
+  compiler: gcc
+  python: ["3.11"]
+  platforms: [{platforms}]
+devlist_variable: USE_AOT_DEVLIST
+build:
+  artifact:
+    linux-x86_64: ipex_aot_canary/lib/libcanary-gpu.so
+    windows-x86_64: ipex_aot_canary/bin/canary-gpu.dll
+targets:
+  generations: ["12.0.0", "12.10.0", "12.55.8"]
+release:
+  archive: "{archive}"
+"""
+
+
+def write_demo_recipe(root, version="0.1.0", platforms="linux-x86_64, windows-x86_64",
+                      archive="demo-{release}-{platform}.7z"):
+    (root / "recipes").mkdir(parents=True, exist_ok=True)
+    path = root / "recipes" / "demo.yaml"
+    path.write_text(DEMO_RECIPE.format(version=version, platforms=platforms, archive=archive))
+    return path
+
+
+def run_pack_cli(args, dist, cache, cwd):
+    env = dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(cache), MAX_JOBS="2")
+    return subprocess.run([sys.executable, "-m", "ipex_aot", "pack", *args], env=env, capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_cli_names_the_archive_from_the_recipes_template(tmp_path, libraries, cache):
+    """The recipe's release.archive, with the builds' platform, names the archive (what `matrix` publishes)."""
+    from ipex_aot.recipe import load_recipe
+
+    recipe = write_demo_recipe(tmp_path)
+    dist = make_dist(tmp_path / "dist", libraries)
+    proc = run_pack_cli([str(recipe), "--json"], dist, cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    archive = dist / "demo" / "demo-0.1.0-linux-x86_64.7z"
+    assert json.loads(proc.stdout)["archive"] == str(archive) and archive.is_file()
+    assert load_recipe(recipe).release_assets("linux-x86_64")["archive"] == archive.name
+    assert not list((dist / "demo").glob("0.1.0-AOT.7z"))
+
+
+def test_folders_of_another_release_or_platform_are_refused(tmp_path, libraries, cache):
+    recipe = write_demo_recipe(tmp_path, version="0.2.0")
+    dist = make_dist(tmp_path / "dist", libraries)
+    proc = run_pack_cli([str(recipe)], dist, cache, tmp_path)
+    assert proc.returncode == BuildError.exit_code
+    assert "built for release 0.1.0, the recipe now says 0.2.0" in proc.stderr.splitlines()[-1]
+    # One archive holds one platform: a Windows folder among Linux ones is an error, not a mixed archive.
+    record = json.loads((dist / "demo" / "12.10.0" / "build.json").read_text())
+    (dist / "demo" / "12.10.0" / "build.json").write_text(json.dumps({**record, "platform": "windows-x86_64"}))
+    with pytest.raises(BuildError, match="several platforms"):
+        do_pack(dist, cache)
+    assert not list((dist / "demo").glob("*.7z"))
+
+
+def test_cli_conformance_reports_go_into_the_manifest(tmp_path, libraries, cache):
+    """--conformance: the reports a CI job made from the folders, one per generation at least, in the manifest."""
+    dist = make_dist(tmp_path / "dist", libraries)
+    folder = dist / "demo" / "conformance"
+    folder.mkdir()
+    for gen in list(TARGETS)[:2]:
+        (folder / f"{gen}-cpu.json").write_text(json.dumps(
+            {"generation": gen, "device": "cpu", "verdict": "pass", "reasons": []}))
+    proc = run_pack_cli(["demo", "--conformance"], dist, cache, tmp_path)
+    assert proc.returncode == 11 and "no conformance report of 12.55.8" in proc.stderr.splitlines()[-1]
+    (folder / "12.55.8-cpu.json").write_text(json.dumps(
+        {"generation": "12.55.8", "device": "cpu", "verdict": "fail", "reasons": ["saxpy off"]}))
+    proc = run_pack_cli(["demo", "--conformance"], dist, cache, tmp_path)
+    assert proc.returncode == 11 and "12.55.8/cpu" in proc.stderr.splitlines()[-1]
+    assert not list((dist / "demo").glob("*.7z"))
+    (folder / "12.55.8-cpu.json").write_text(json.dumps(
+        {"generation": "12.55.8", "device": "cpu", "verdict": "pass", "reasons": []}))
+    proc = run_pack_cli(["demo", "--conformance"], dist, cache, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((dist / "demo" / "manifest.json").read_text())
+    assert [(c["generation"], c["device"], c["verdict"]) for c in manifest["conformance"]] == [
+        (g, "cpu", "pass") for g in TARGETS]

@@ -1,7 +1,8 @@
 """Pack every built generation of a recipe into one deterministic, verified .7z.
 
 ``ipex-aot pack RECIPE`` reads ``dist/<recipe>/<generation>/build.json`` and
-writes ``dist/<recipe>/<release>-AOT.7z``: one folder per generation code
+writes ``dist/<recipe>/<archive>``, named by the recipe's ``release.archive``
+(``{release}-AOT.7z`` by default) for the builds' platform: one folder per generation code
 holding that generation's library under its install name, plus
 ``manifest.json`` and ``SUPPORT.md`` at the root (copies of both are written
 next to the archive).
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot import log
-from ipex_aot.errors import ArchiveError, BuildError, ToolchainError, UsageError
+from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.settings import Settings
@@ -478,9 +479,17 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
 # --------------------------------------------------------------------------- pack
 
 
+def default_archive_name(release: str, platform: str) -> str:
+    """The archive's name when no recipe file is at hand (a bare dist folder): recipe.py's default template."""
+    from ipex_aot.recipe import DEFAULT_ARCHIVE
+
+    return DEFAULT_ARCHIVE.format(release=release, platform=platform)
+
+
 def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None, database: Any | None = None,
          check_generation: bool = True, conformance: Sequence[Mapping[str, Any]] = (),
-         generations: Sequence[str] | None = None, sign_key: SecretKey | None = None) -> PackResult:
+         generations: Sequence[str] | None = None, sign_key: SecretKey | None = None,
+         archive_name: Callable[[str], str] | None = None, release: str | None = None) -> PackResult:
     """Pack the recipe's built generations; returns what was written.
 
     ``database`` (a :class:`ipex_aot.devices.DeviceDatabase`, or a callable
@@ -492,6 +501,10 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     ``generations`` packs only those folders (a release passes its targets,
     so a stale folder of an earlier target list is left out). ``sign_key``
     signs the archive (``<archive>.minisig``).
+    ``archive_name`` maps the builds' platform to the archive's file name (a
+    recipe's ``Recipe.archive_for``); ``release``, the recipe's release, which
+    the folders must have been built for (a stale build would otherwise be
+    published under the new name).
     """
     opts = options or PackOptions(jobs=settings.jobs)
     if opts.engine not in ENGINES:
@@ -506,11 +519,19 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
             check_generations(folders, settings)
     if callable(database):  # loaded only once the inputs are known to be sound
         database = database()
+    built_release = folders[0].record["release"]
+    if release is not None and built_release != release:
+        raise BuildError(f"{dist / name}: the folders were built for release {built_release}, the recipe now says "
+                         f"{release}; rebuild them (`ipex-aot build {name}`)")
+    platforms = sorted({str(f.record.get("platform")) for f in folders})
+    if len(platforms) > 1:
+        raise BuildError(f"{dist / name}: folders of several platforms ({', '.join(platforms)}); one archive holds "
+                         "one platform: pack each platform's folders in a dist of its own")
     manifest = build_manifest(name, folders, database, conformance)
-    release = manifest["release"]
-    if not re.fullmatch(r"[A-Za-z0-9._+-]+", release):
-        raise BuildError(f"{dist / name}: release {release!r} is not usable in a file name")
-    archive = dist / name / f"{release}-AOT.7z"
+    file_name = (archive_name or (lambda plat: default_archive_name(built_release, plat)))(platforms[0])
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+\.7z", file_name):
+        raise BuildError(f"{dist / name}: archive name {file_name!r} is not usable as a file name")
+    archive = dist / name / file_name
     public = sign_key.public_key() if sign_key is not None else None
     small = {"manifest.json": _json_bytes(manifest),
              "SUPPORT.md": support_markdown(manifest, database, signed_by=public, archive_name=archive.name).encode()}
@@ -584,8 +605,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="sign the archive with this minisign secret key (default: IPEX_AOT_SIGN_KEY, then "
                         "IPEX_AOT_SIGN_KEY_FILE; none: unsigned)")
+    p.add_argument("--conformance", action="store_true",
+                   help="put the conformance reports of dist/<recipe>/conformance/ into the manifest (each packed "
+                        "generation needs one; a CI job made them from the generation folders)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=_cmd_pack)
+
+
+def _recipe_naming(text: str) -> tuple[Callable[[str], str] | None, str | None]:
+    """(archive name per platform, release) from the recipe file; (None, None) for a bare dist name."""
+    from ipex_aot.errors import RecipeError
+    from ipex_aot.recipe import find_recipe, load_recipe
+
+    try:
+        path = find_recipe(text)
+    except RecipeError:
+        log.warn(f"{text}: no recipe file; the archive gets the default name ({{release}}-AOT.7z)")
+        return None, None
+    recipe = load_recipe(path)  # a broken recipe is an error, not a reason to guess a name
+    return recipe.archive_for, recipe.release
 
 
 def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
@@ -601,8 +639,22 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     )
     if options.pieces < 1:
         raise UsageError("--pieces must be at least 1")
+    archive_name, release = _recipe_naming(args.recipe)
+    conformance: list[dict] = []
+    if args.conformance:
+        from ipex_aot.conformance.report import manifest_entries, read_reports
+
+        name = recipe_name(args.recipe)
+        folders = load_folders(Path(settings.dist_dir), name, args.generation)
+        reports = read_reports(Path(settings.dist_dir) / name / "conformance", [f.generation for f in folders])
+        failed = sorted(f"{r['generation']}/{r['device']}" for r in reports if r["verdict"] == "fail")
+        if failed:
+            raise ConformanceError(f"conformance failed for {', '.join(failed)}; an archive that fails its "
+                                   "conformance is not packed")
+        conformance = manifest_entries(reports)
     result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings),
-                  generations=args.generation, sign_key=load_secret_key(settings, args.sign_key))
+                  generations=args.generation, sign_key=load_secret_key(settings, args.sign_key),
+                  archive_name=archive_name, release=release, conformance=conformance)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     return 0

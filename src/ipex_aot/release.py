@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipex_aot import log
 from ipex_aot.build import BuildOptions, built_generations, recipe_dist
+from ipex_aot.conformance.report import manifest_entries
 from ipex_aot.errors import ConformanceError, ScanError
 from ipex_aot.fsutil import write_text
 from ipex_aot.generation import generation_order
@@ -189,15 +190,6 @@ def _conformance(recipe: Recipe, settings: Settings, generations: Sequence[str])
     return reports
 
 
-def manifest_entries(reports: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """The manifest's ``conformance`` list: verdict and where the full report is, per generation × device."""
-    return [
-        {"generation": r["generation"], "device": r["device"], "verdict": r["verdict"],
-         "report": f"conformance/{r['generation']}-{r['device']}.json", "reasons": list(r.get("reasons") or [])}
-        for r in reports
-    ]
-
-
 def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], conformance: list[dict],
           sign_key: Any = None) -> tuple[Path, Path | None]:
     """pack, with the conformance results in the archive's own manifest; (archive, signature or None)."""
@@ -205,7 +197,8 @@ def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], confor
     from ipex_aot.devices import load_database
 
     result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance,
-                           generations=generations, sign_key=sign_key)
+                           generations=generations, sign_key=sign_key, archive_name=recipe.archive_for,
+                           release=recipe.release)
     missing = sorted(set(generations) - set(result.manifest.get("folders", {})))
     if missing:
         raise ScanError(f"{result.archive}: built generation(s) {', '.join(missing)} are not in the archive; pack again")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ipex_aot.conformance.identity import describe
+from ipex_aot.errors import ConformanceError
 from ipex_aot.generation import generation_order
 
 SCHEMA = 1
@@ -117,3 +120,37 @@ def conformance_markdown(reports: Sequence[Mapping[str, Any]]) -> str:
     if notes:
         lines += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
+
+
+def manifest_entries(reports: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The manifest's ``conformance`` list: verdict and where the full report is, per generation × device."""
+    return [
+        {"generation": r["generation"], "device": r["device"], "verdict": r["verdict"],
+         "report": f"conformance/{r['generation']}-{r['device']}.json", "reasons": list(r.get("reasons") or [])}
+        for r in reports
+    ]
+
+
+def read_reports(folder: Path, generations: Iterable[str]) -> list[dict[str, Any]]:
+    """The reports ``<generation>-<device>.json`` under FOLDER for GENERATIONS (a CI job made each elsewhere).
+
+    Every generation needs at least one report: packing "with conformance" must not quietly drop one.
+    """
+    wanted = list(generations)
+    reports: list[dict[str, Any]] = []
+    for generation in wanted:
+        found = sorted(folder.glob(f"{generation}-*.json"))
+        if not found:
+            raise ConformanceError(f"{folder}: no conformance report of {generation} ({generation}-DEVICE.json); "
+                                   f"run `ipex-aot conformance RECIPE --generation {generation}` first")
+        for path in found:
+            try:
+                report = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ConformanceError(f"{path}: not a readable conformance report ({e})") from None
+            if not isinstance(report, dict) or report.get("generation") != generation \
+                    or report.get("verdict") not in VERDICTS or not isinstance(report.get("device"), str):
+                raise ConformanceError(f"{path}: not a conformance report of {generation} "
+                                       "(generation, device and verdict are missing or wrong)")
+            reports.append(report)
+    return reports
