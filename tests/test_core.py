@@ -85,3 +85,34 @@ def test_atomic_output_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_github_actions_gets_log_groups_and_annotations(tmp_path, capsys):
+    """Under Actions the outermost step is a log group and errors/warnings are annotations; elsewhere plain."""
+    import os
+
+    from ipex_aot import log
+
+    log.configure(github_actions=True)
+    try:
+        with log.step("outer"):
+            with log.step("inner"):
+                log.warn("100% odd\nsecond line")
+        with pytest.raises(RuntimeError), log.step("fails"):
+            raise RuntimeError
+    finally:
+        log.configure(github_actions=False)
+    lines = [ln.split(" (")[0].split(" after")[0] for ln in capsys.readouterr().err.splitlines()]
+    assert lines == ["::group::outer", "==> outer", "==> inner", "::warning::100%25 odd%0Asecond line",
+                     "<== inner: ok", "::endgroup::", "<== outer: ok",
+                     "::group::fails", "==> fails", "::endgroup::", "<== fails: FAILED"]
+    with log.step("plain"):
+        pass
+    assert "::" not in capsys.readouterr().err
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    cmd = [sys.executable, "-m", "ipex_aot", "recipe", "validate", str(tmp_path / "none.yaml")]
+    on_actions = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, GITHUB_ACTIONS="true"))
+    plain = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert on_actions.returncode == plain.returncode == errors.RecipeError.exit_code
+    assert on_actions.stderr.startswith("::error::") and plain.stderr.startswith("error: ")
+    assert on_actions.stderr.removeprefix("::error::") == plain.stderr.removeprefix("error: ")

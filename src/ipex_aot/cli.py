@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ipex_aot import __version__, platforms
+from ipex_aot import __version__, log, platforms
 from ipex_aot.errors import IpexAotError
 from ipex_aot.settings import Settings
 
@@ -61,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env()
+        log.configure(github_actions=settings.github_actions)
         return int(args.func(args, settings) or 0)
     except IpexAotError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        log.error(e.message)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)

@@ -3,6 +3,11 @@
 Modelled on cibuildwheel's logger: every long step opens with a title and
 closes with its duration and a clear verdict, so a CI log reads top to bottom.
 Messages go to stderr; stdout is kept for machine-readable output (--json).
+
+Under GitHub Actions (``configure(github_actions=True)``, from the settings)
+each outermost step is a collapsible log group (``::group::``/``::endgroup::``)
+and warnings become ``::warning::`` annotations, as cibuildwheel does; errors
+are printed by the CLI through :func:`error`. Elsewhere the output is plain.
 """
 
 from __future__ import annotations
@@ -13,9 +18,23 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
+_github = False
+_depth = 0
+
+
+def configure(*, github_actions: bool) -> None:
+    """Use GitHub Actions' workflow commands (log groups, annotations); the CLI calls this once."""
+    global _github
+    _github = github_actions
+
 
 def _stream() -> TextIO:
     return sys.stderr
+
+
+def _escape(message: str) -> str:
+    # A workflow command's data ends at the line end; GitHub's own encoding keeps a message on one line.
+    return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def info(message: str) -> None:
@@ -23,19 +42,46 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=_stream(), flush=True)
+    if _github:
+        print(f"::warning::{_escape(message)}", file=_stream(), flush=True)
+    else:
+        print(f"warning: {message}", file=_stream(), flush=True)
+
+
+def error(message: str) -> None:
+    """The one line of a failed command: ``error: …``, an ``::error::`` annotation under GitHub Actions."""
+    if _github:
+        print(f"::error::{_escape(message)}", file=_stream(), flush=True)
+    else:
+        print(f"error: {message}", file=_stream(), flush=True)
 
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
-    """Frame a unit of work: ``==> title`` … ``<== title: ok (1.2 s)``."""
+    """Frame a unit of work: ``==> title`` … ``<== title: ok (1.2 s)``.
+
+    Under GitHub Actions the outermost step is also a log group (groups do not
+    nest there); its closing line stays outside the group, so the verdict shows
+    with the group folded.
+    """
+    global _depth
+    group = _github and _depth == 0
+    if group:
+        info(f"::group::{title}")
     info(f"==> {title}")
     start = time.monotonic()
+    _depth += 1
     try:
         yield
     except BaseException:
+        _depth -= 1
+        if group:
+            info("::endgroup::")
         info(f"<== {title}: FAILED after {time.monotonic() - start:.1f} s")
         raise
+    _depth -= 1
+    if group:
+        info("::endgroup::")
     info(f"<== {title}: ok ({time.monotonic() - start:.1f} s)")
 
 
