@@ -28,7 +28,9 @@ CANARY = "recipes/canary.yaml"
 
 
 def _ipex_aot(session: nox.Session, *args: str) -> None:
-    session.run(sys.executable, "-m", "ipex_aot", *args, external=True)
+    # stderr=None: the command's messages go to nox's stderr, not into its stdout (nox merges them by
+    # default), so `nox -s matrix -- RECIPE > matrix.json` and `--json` outputs stay pure JSON.
+    session.run(sys.executable, "-m", "ipex_aot", *args, external=True, stderr=None)
 
 
 def _recipe_args(session: nox.Session) -> list[str]:

@@ -87,8 +87,13 @@ def test_github_output_is_appended_and_matches_stdout(cache_dir, tmp_path):  # n
     values = dict(line.split("=", 1) for line in lines[1:])
     assert json.loads(values["matrix"]) == json.loads(run.stdout)
     assert len(json.loads(values["matrix"])["include"]) == 30
-    assert values["tag"] == "v2.1.40+xpu.2025.0.1-cp311" and values["archive"] == "2.1.40+xpu.2025.0.1-AOT.7z"
+    assert values["tag"] == "v2.1.40+xpu.2025.0.1-cp311"
+    assert json.loads(values["assets"]) == {"windows-x86_64": {
+        "archive": "2.1.40+xpu.2025.0.1-AOT.7z", "support": "SUPPORT.md", "manifest": "manifest.json"}}
     assert values["recipe"] == "ipex-2.1.40-xpu-2025.0.1" and json.loads(values["platforms"]) == ["windows-x86_64"]
+    conformance = json.loads(values["conformance"])["include"]
+    assert [(c["generation"], c["device"]) for c in conformance] == [(g, "cpu") for g in sorted(
+        {e["generation"] for e in json.loads(values["matrix"])["include"]}, key=lambda g: tuple(map(int, g.split("."))))]
     # A tag push finds its recipe by the release tag.
     by_tag = cli(["matrix", "tag:v2.1.40+xpu.2025.0.1-cp311", "--compact"], cache_dir)
     assert by_tag.returncode == 0 and json.loads(by_tag.stdout) == json.loads(run.stdout)
@@ -159,3 +164,37 @@ def test_check_installed_scans_the_installed_library(cache_dir, tmp_path):  # no
     assert wrong.returncode == ScanError.exit_code and wrong.stderr.count("error:") == 1
     missing = cli(["check-installed", "canary", "--generation", "12.55.8"], cache_dir)
     assert missing.returncode == ScanError.exit_code and "not installed" in missing.stderr
+
+
+def test_two_platforms_publish_two_archives_and_their_own_tables(cache_dir, tmp_path):  # noqa: F811
+    """ipex-2.8.10 builds Windows and Linux: each platform's files get a name of their own from the recipe."""
+    out = tmp_path / "github_output"
+    run = cli(["matrix", "ipex-2.8.10-xpu", "--compact", "--conformance-xpu", '["12.55.8"]'], cache_dir,
+              GITHUB_OUTPUT=str(out), GITHUB_ACTIONS="true")
+    assert run.returncode == 0, run.stderr
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assets = json.loads(values["assets"])
+    assert assets == {
+        "linux-x86_64": {"archive": "2.8.10+xpu-linux-x86_64-AOT.7z", "support": "SUPPORT-linux-x86_64.md",
+                         "manifest": "manifest-linux-x86_64.json"},
+        "windows-x86_64": {"archive": "2.8.10+xpu-windows-x86_64-AOT.7z", "support": "SUPPORT-windows-x86_64.md",
+                           "manifest": "manifest-windows-x86_64.json"}}
+    names = [n for a in assets.values() for n in a.values()]
+    assert len(names) == len(set(names))
+    xpu = [c for c in json.loads(values["conformance"])["include"] if c["device"] == "xpu"]
+    assert sorted(c["platform"] for c in xpu) == ["linux-x86_64", "windows-x86_64"]
+    assert {tuple(c["runs-on"]) for c in xpu} == {("self-hosted", "Windows", "xpu-12.55.8"),
+                                                 ("self-hosted", "Linux", "xpu-12.55.8")}
+    wrong = cli(["matrix", "ipex-2.8.10-xpu", "--conformance-xpu", "12.99.0"], cache_dir)
+    assert wrong.returncode == UsageError.exit_code and "12.99.0" in wrong.stderr
+
+
+def test_nox_matrix_stdout_is_pure_json_with_warnings_on_stderr(cache_dir):  # noqa: F811
+    """`nox -s matrix -- RECIPE > matrix.json`: the newer-ocloc warning must not land in the JSON."""
+    env = dict(os.environ, IPEX_AOT_CACHE=str(cache_dir))
+    env.pop("GITHUB_OUTPUT", None)
+    run = subprocess.run([sys.executable, "-m", "nox", "-s", "matrix", "--", "ipex-2.8.10-xpu", "--compact"],
+                         capture_output=True, text=True, cwd=REPO, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "warning: " in run.stderr and "newer ocloc" in run.stderr  # the bookworm ocloc lacks Battlemage
+    assert json.loads(run.stdout)["include"]

@@ -71,11 +71,12 @@ def test_actionlint_really_checks(tmp_path):
 def test_jobs_chain_and_names():
     wf = load_workflow()
     jobs = wf["jobs"]
-    assert list(jobs) == ["plan", "build", "pack", "conformance", "release"]
+    assert list(jobs) == ["plan", "build", "conformance", "pack", "release"]
     assert set(wf["on"]) == {"workflow_dispatch", "push"} and "recipe" in wf["on"]["workflow_dispatch"]["inputs"]
     assert wf["on"]["push"]["tags"]
-    assert jobs["build"]["needs"] == "plan" and jobs["pack"]["needs"] == ["plan", "build"]
-    assert set(jobs["release"]["needs"]) == {"plan", "pack", "conformance"}
+    assert jobs["build"]["needs"] == "plan" and jobs["conformance"]["needs"] == ["plan", "build"]
+    assert jobs["pack"]["needs"] == ["plan", "build", "conformance"]
+    assert set(jobs["release"]["needs"]) == {"plan", "pack"}
     for name, job in jobs.items():
         assert job.get("name"), name
         for step in job["steps"]:
@@ -114,12 +115,17 @@ def test_secrets_and_write_access_only_in_release():
     assert "secrets." not in yaml.safe_dump({k: v for k, v in wf.items() if k != "jobs"})
 
 
-def test_conformance_is_skipped_without_runners():
-    job = load_workflow()["jobs"]["conformance"]
-    assert "inputs.conformance" in job["if"] and "'[]'" in job["if"]
-    assert any("xpu-${{ matrix.generation }}" in str(label) for label in job["runs-on"])
-    release_if = load_workflow()["jobs"]["release"]["if"]
-    assert "needs.conformance.result == 'skipped'" in release_if
+def test_conformance_runs_on_the_folders_before_pack():
+    """Conformance gets the generation folder and wheel (not the archive), and pack puts its reports in the manifest."""
+    jobs = load_workflow()["jobs"]
+    job = jobs["conformance"]
+    assert job["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.conformance) }}"
+    download = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact"))
+    assert download["with"]["name"] == "gen-${{ matrix.platform }}-${{ matrix.generation }}"
+    upload = next(s for s in jobs["build"]["steps"] if s.get("with", {}).get("name", "").startswith("gen-"))
+    assert "/wheels/${{ matrix.generation }}/" in upload["with"]["path"]
+    pack_runs = " ".join(s.get("run", "") for s in jobs["pack"]["steps"])
+    assert "nox -s pack -- \"$RECIPE\" --conformance" in pack_runs
 
 
 # --------------------------------------------------------------------------- the dry run
@@ -173,7 +179,7 @@ def test_dry_run_plan_build_pack_matches_a_local_release(tmp_path, cache_dir):  
     env = dict(base, IPEX_AOT_DIST=str(pack_dist))
     nox(["-s", "pack", "--", str(recipe)], env)
     nox(["-s", "verify", "--", str(recipe)], env)
-    archive = target / outputs["archive"]
+    archive = target / json.loads(outputs["assets"])["linux-x86_64"]["archive"]
     verify = subprocess.run([sys.executable, "-m", "ipex_aot", "verify", str(archive)], capture_output=True,
                             text=True, env=env, cwd=REPO)
     assert verify.returncode == 0, verify.stderr
@@ -185,7 +191,7 @@ def test_dry_run_plan_build_pack_matches_a_local_release(tmp_path, cache_dir):  
     local_env = dict(base, IPEX_AOT_DIST=str(local))
     nox(["-s", "build", "--", str(recipe)], local_env)
     nox(["-s", "pack", "--", str(recipe)], local_env)
-    assert archive_layout(archive) == archive_layout(local / outputs["recipe"] / outputs["archive"])
+    assert archive_layout(archive) == archive_layout(local / outputs["recipe"] / archive.name)
     ci_manifest = json.loads((target / "manifest.json").read_text())
     local_manifest = json.loads((local / outputs["recipe"] / "manifest.json").read_text())
     assert sorted(ci_manifest["folders"]) == sorted(local_manifest["folders"]) == generations

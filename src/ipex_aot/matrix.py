@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 #: GitHub-hosted runner per platform, used when the recipe pins no labels.
 HOSTED = {"windows-x86_64": ["windows-2022"], "linux-x86_64": ["ubuntu-22.04"]}
+#: The OS label a self-hosted runner of each platform carries (GitHub adds it to every self-hosted runner).
+RUNNER_OS_LABEL = {"windows-x86_64": "Windows", "linux-x86_64": "Linux"}
 #: cibuildwheel's platform name and wheel-tag suffix per recipe platform.
 CIBW_PLATFORM = {"windows-x86_64": ("windows", "win_amd64", "AMD64"),
                  "linux-x86_64": ("linux", "manylinux_x86_64", "x86_64")}
@@ -183,13 +185,44 @@ def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: st
     return found
 
 
-def github_outputs(recipe: Recipe, entries: Sequence[Mapping[str, Any]]) -> str:
-    """Lines for $GITHUB_OUTPUT (one line each; the JSON is compact)."""
-    matrix = json.dumps({"include": list(entries)}, separators=(",", ":"))
-    platforms = json.dumps(sorted({e["platform"] for e in entries}), separators=(",", ":"))
-    return (f"matrix={matrix}\nplatforms={platforms}\nrecipe={recipe.name}\n"
-            f"recipe_path={_recipe_arg(recipe, None)}\nrelease={recipe.release}\n"
-            f"tag={recipe.release_tag}\narchive={recipe.archive_name}\n")
+def conformance_entries(entries: Sequence[Mapping[str, Any]], xpu: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The conformance jobs: every built generation on the CPU (a hosted runner of its platform) and, for
+    the generations in XPU, on a self-hosted runner with that GPU (labels self-hosted, OS, xpu-<generation>).
+
+    They run on the generation folders and wheels, before pack, so the archive's manifest carries the results.
+    """
+    xpu = list(xpu)
+    known = {e["generation"] for e in entries}
+    unknown = [g for g in xpu if g not in known]
+    if unknown:
+        raise UsageError(f"--conformance-xpu {', '.join(unknown)}: not among the matrix's generations "
+                         f"({', '.join(sorted(known)) or 'none'})")
+    out = []
+    for e in entries:
+        base = {"generation": e["generation"], "platform": e["platform"], "python": e["python"]}
+        out.append({**base, "name": f"{e['generation']} {e['platform']} cpu", "device": "cpu",
+                    "runs-on": HOSTED[e["platform"]]})
+        if e["generation"] in xpu:
+            out.append({**base, "name": f"{e['generation']} {e['platform']} xpu", "device": "xpu",
+                        "runs-on": ["self-hosted", RUNNER_OS_LABEL[e["platform"]], f"xpu-{e['generation']}"]})
+    return out
+
+
+def github_outputs(recipe: Recipe, entries: Sequence[Mapping[str, Any]], xpu: Iterable[str] = ()) -> str:
+    """Lines for $GITHUB_OUTPUT (one line each; the JSON is compact).
+
+    ``assets``: per platform, the names its release files are published under (the archive from the
+    recipe's ``release.archive``, and its SUPPORT/manifest pair), so the release jobs never make up a name.
+    """
+    def compact(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    platforms = sorted({e["platform"] for e in entries})
+    return (f"matrix={compact({'include': list(entries)})}\nplatforms={compact(platforms)}\n"
+            f"conformance={compact({'include': conformance_entries(entries, xpu)})}\n"
+            f"assets={compact({p: recipe.release_assets(p) for p in platforms})}\n"
+            f"recipe={recipe.name}\nrecipe_path={_recipe_arg(recipe, None)}\nrelease={recipe.release}\n"
+            f"tag={recipe.release_tag}\n")
 
 
 def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
@@ -263,12 +296,32 @@ def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     if args.check_cibuildwheel:
         found = check_cibuildwheel(entries)
         log.info("cibuildwheel selects " + "; ".join(f"{p}: {' '.join(ids)}" for p, ids in found.items()))
+    xpu = _xpu_generations(args.conformance_xpu)
+    conformance_entries(entries, xpu)  # a wrong generation is an error here, not a job that never starts
     print(json.dumps({"include": entries}, indent=None if args.compact else 2))
     if settings.github_output:
         with open(settings.github_output, "a", encoding="utf-8") as f:
-            f.write(github_outputs(recipe, entries))
+            f.write(github_outputs(recipe, entries, xpu))
         log.info(f"matrix of {len(entries)} job(s) written to $GITHUB_OUTPUT")
     return 0
+
+
+def _xpu_generations(values: Sequence[str] | None) -> list[str]:
+    """--conformance-xpu values: generation codes, each given alone or as a JSON list (the dispatch input)."""
+    out: list[str] = []
+    for value in values or ():
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"--conformance-xpu {text!r}: not a JSON list ({e.msg}); write e.g. '[\"12.55.8\"]'") from None
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise UsageError(f"--conformance-xpu {text!r}: expected a JSON list of generation codes")
+            out += items
+        elif text:
+            out.append(text)
+    return out
 
 
 def _cmd_check_installed(args: argparse.Namespace, settings: Settings) -> int:
@@ -298,6 +351,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print one entry's CIBW_* settings as KEY=VALUE lines (for $GITHUB_ENV)")
     p.add_argument("--check-cibuildwheel", action="store_true",
                    help="check the selectors with cibuildwheel --print-build-identifiers")
+    p.add_argument("--conformance-xpu", action="append", metavar="GENERATIONS",
+                   help="generations with a self-hosted GPU runner (labels self-hosted, OS, xpu-<generation>) for the "
+                        "conformance matrix: a code, or a JSON list (repeatable)")
     p.add_argument("--no-ocloc", action="store_true", help="explicit target lists only, without the local ocloc")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_matrix)
