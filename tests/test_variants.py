@@ -1,6 +1,7 @@
 """Wheel variants of the canary for real: build two generations, `nox -s variants`, then read
 every produced file back with variantlib's own command line (analyze-wheel, plugins list) and
-with the scanner."""
+with the scanner, and let variantlib's resolver pick a wheel while the fake OpenCL ICD
+(tests/fakegpu.py, behind Debian's real ocl-icd loader) reports a GPU's IP version."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import fakegpu
 import pytest
 from test_build import cache_dir, cli_env, write_recipe  # noqa: F401 - the session cache fixture is shared
 
@@ -175,11 +177,11 @@ def select(index: Path, env: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_selection_without_an_intel_gpu_is_the_jit_fallback(made):
+def test_selection_without_any_opencl_driver_is_the_jit_fallback(made, tmp_path):
     _, _, env, _, folder = made
     (index,) = folder.glob("*-variants.json")
-    result = select(index, env)
-    assert result == {"detected": [], "ranked": ["null"]}
+    no_driver = fakegpu.icd_env(None, "", vendors_dir=tmp_path / "vendors", base=env)
+    assert select(index, no_driver) == {"detected": [], "ranked": ["null"]}
 
 
 @pytest.mark.slow
@@ -201,3 +203,38 @@ def test_uv_installs_the_variants_and_takes_the_null_variant_without_running_plu
     assert json.loads((dist_info / "variant.json").read_text())["variants"] == {"null": {}}
     result = scan_file(dist_info.parent / LIB)
     assert result.native_images == 0 and result.spirv_images >= 1  # JIT-only, the safe answer
+
+
+#: (PCI device ID, IP version the driver reports, PCI slot) of the fake OpenCL ICD (tests/fakegpu.py).
+ARC_A770 = (0x56A0, "12.55.8", "0000:03:00.0")
+MAX_1550 = (0x0BD5, "12.60.7", "0000:3a:00.0")
+IRIS_XE = (0x9A49, "12.0.0", "0000:00:02.0")  # a generation this release does not hold
+
+
+def with_fake_driver(env: dict, fake_icd: Path, vendors: Path, *gpus: tuple) -> dict:
+    return fakegpu.icd_env(fake_icd, fakegpu.gpu_spec(*gpus), vendors_dir=vendors, base=env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("gpus", "detected", "ranked"), [
+    ((ARC_A770,), ["12.55.8"], ["12.55.8", "null"]),
+    ((MAX_1550,), ["12.60.7"], ["12.60.7", "null"]),
+    ((), [], ["null"]),
+    ((IRIS_XE,), ["12.0.0"], ["null"]),  # a generation the release lacks: the JIT fallback
+    ((IRIS_XE, ARC_A770), ["12.0.0", "12.55.8"], ["12.55.8", "null"]),  # iGPU beside an Arc dGPU
+], ids=["arc-a770", "max-1550", "no-gpu", "other-generation", "igpu-and-dgpu"])
+def test_variantlib_selects_the_wheel_of_the_gpu_the_driver_reports(made, fake_icd, tmp_path, gpus, detected, ranked):
+    _, _, env, _, folder = made
+    (index,) = folder.glob("*-variants.json")
+    result = select(index, with_fake_driver(env, fake_icd, tmp_path / "vendors", *gpus))
+    assert result == {"detected": detected, "ranked": ranked}
+
+
+@pytest.mark.slow
+def test_plugins_get_configs_reports_the_driver_ip_version(made, fake_icd, tmp_path):
+    _, _, env, _, _ = made
+    proc = variantlib("plugins", "get-configs", "--supported",
+                      env=with_fake_driver(env, fake_icd, tmp_path / "vendors", ARC_A770))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"intel_gpu": [{"name": "ip_version", "values": ["12.55.8"],
+                                                      "multi_value": False}]}

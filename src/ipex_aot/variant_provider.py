@@ -42,19 +42,22 @@ class FeatureConfig:
 def machine_ip_versions() -> list[str]:
     """The generation codes of this machine's Intel GPUs, in detection order, without repeats.
 
-    The seam between the plugin and GPU detection: detection reads the PCI ID
-    and revision of each Intel display controller and maps them through the
-    device database (ocloc), as ``ipex-aot detect`` does. A GPU whose
-    generation stays ambiguous is left out: offering a guess would install
-    native code that may not run.
+    Detection is ``ipex-aot detect``'s (:mod:`ipex_aot.gpus`): the driver's own
+    answer first (OpenCL ``CL_DEVICE_IP_VERSION_INTEL``, then Level Zero's IP
+    version, asked in a child process so a broken driver cannot take the
+    installer down), then the PCI ID and revision through the device database
+    where there is an ocloc. A GPU whose generation stays ambiguous is left
+    out: a guess could install native code that does not run, while the JIT
+    fallback always runs. Any failure of detection means "no GPU" for the
+    same reason.
     """
     from ipex_aot.errors import IpexAotError
-    from ipex_aot.install import detect
+    from ipex_aot.gpus import detect
     from ipex_aot.settings import Settings
 
     try:
         gpus, _ = detect(Settings.from_env())
-    except IpexAotError:
+    except (IpexAotError, OSError):
         return []
     return list(dict.fromkeys(g.generation for g in gpus if g.generation))
 
