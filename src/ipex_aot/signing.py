@@ -617,7 +617,9 @@ def _cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
     for path in args.files:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
-        sig = sign_file(path, key, trusted_comment=args.trusted_comment)
+        digests = file_digests(path)
+        sig = sign_file(path, key, trusted_comment=args.trusted_comment, digests=digests)
+        verify_file(path, sig, key.public_key(), digests)  # as minisign does: never write a signature that fails
         write_signature(path.with_name(path.name + SIG_SUFFIX), sig)
         log.info(f"{path}{SIG_SUFFIX}: signed by key {key.public_key().id} ({sig.trusted_comment})")
     print(key.public_key().to_base64())
