@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from test_install are parameters of the tests here
 """Hostile or damaged archives and odd files for install, verify and scan (issue 12, High and Medium).
 
 Every refusal is one line, names the file, leaves the installed library byte-identical, and comes fast:
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -45,7 +47,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
 # --- damaged streams: every engine error is one line ------------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_flipped_bytes_in_the_packed_stream_are_one_line_errors(tmp_path, settings, release, engine):  # noqa: F811
+def test_flipped_bytes_in_the_packed_stream_are_one_line_errors(tmp_path, settings, release, engine):
     archive, libs = release
     data = archive.read_bytes()
     root, lib = site(tmp_path)
@@ -68,7 +70,7 @@ def test_flipped_bytes_in_the_packed_stream_are_one_line_errors(tmp_path, settin
     assert seen, "some flipped byte must be noticed"
 
 
-def test_a_7zip_error_is_one_line_and_not_cut_mid_word(tmp_path, settings, release):  # noqa: F811
+def test_a_7zip_error_is_one_line_and_not_cut_mid_word(tmp_path, settings, release):
     archive, libs = release
     bad = bytearray(archive.read_bytes())
     bad[40:400] = b"\0" * 360
@@ -85,7 +87,7 @@ def test_a_7zip_error_is_one_line_and_not_cut_mid_word(tmp_path, settings, relea
 # --- JSON depth in manifest.json ------------------------------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_200000_deep_manifest_is_refused_by_install_and_verify(tmp_path, settings, release, engine):  # noqa: F811
+def test_a_200000_deep_manifest_is_refused_by_install_and_verify(tmp_path, settings, release, engine):
     _, libs = release
     archive = tmp_path / "deep.7z"
     with py7zr.SevenZipFile(archive, "w") as z:
@@ -122,7 +124,7 @@ def test_scan_of_dev_zero_says_device_not_empty():
     assert "character device" in line and "empty" not in line
 
 
-def test_scan_of_a_7z_points_to_verify(tmp_path, release):  # noqa: F811
+def test_scan_of_a_7z_points_to_verify(tmp_path, release):
     archive, _ = release
     line = _one_line(_cli("scan", str(archive)))
     assert "7z archive" in line and "ipex-aot verify" in line and "377abcaf" not in line
@@ -153,3 +155,85 @@ def test_control_bytes_in_section_names_are_escaped(tmp_path):
     proc = _cli("scan", str(bad))
     assert not any(c in proc.stderr + proc.stdout for c in "\x1b\x07\r\x08"), repr(proc.stderr)
     assert json.dumps  # stdout JSON already escapes; the plain text must too
+
+
+# --- what the archive holds must be what the manifest lists ------------------------------------
+
+def _archive(tmp_path: Path, libs: dict[str, Path], *, extra: list[tuple[str, bytes]] = (),
+             sizes: dict | None = None, dup: bool = False) -> Path:
+    manifest = {"schema": 1, "recipe": "fixture", "release": "0.1.0", "artifact_install_path": INSTALL_PATH,
+                "folders": {g: {"generation": g, "file": f"{g}/libgpu.so", "sha256": install.sha256_file(lib),
+                                "size": (sizes or {}).get(g, lib.stat().st_size)} for g, lib in libs.items()}}
+    path = tmp_path / "a.7z"
+    with py7zr.SevenZipFile(path, "w") as z:
+        for gen, lib in libs.items():
+            z.write(lib, f"{gen}/libgpu.so")
+        if dup:
+            other = list(libs.values())[-1]
+            z.write(other, f"{next(iter(libs))}/libgpu.so")
+        for name, data in extra:
+            z.writestr(data, name)
+        z.writestr(json.dumps(manifest).encode(), "manifest.json")
+    return path
+
+
+def _refused_by_install_and_verify(tmp_path: Path, settings, archive: Path, gen: str, words: str,
+                                   monkeypatch) -> None:
+    root, lib = site(tmp_path)
+    before = lib.read_bytes()
+
+    def no_extraction(*a, **k):
+        raise AssertionError("extracted before the archive was checked")
+
+    for engine in ENGINES:
+        with monkeypatch.context() as m:
+            m.setattr(install, "extract_member", no_extraction)
+            with pytest.raises(ArchiveError, match=words):
+                install.install(archive, settings, ipex_dir=root, generation=gen, engine=engine)
+        assert lib.read_bytes() == before
+    assert re.search(words, _one_line(_cli("verify", str(archive))))
+
+
+def test_duplicate_entries_for_one_folder_are_refused(tmp_path, settings, release, monkeypatch):
+    _, libs = release
+    archive = _archive(tmp_path, libs, dup=True)
+    _refused_by_install_and_verify(tmp_path, settings, archive, next(iter(libs)), "more than once", monkeypatch)
+
+
+@pytest.mark.parametrize("name", ["12.55.08/libgpu.so", "12.55.8\\libgpu.so", "notes.txt", "12.55.8/other.so"])
+def test_entries_the_manifest_does_not_list_are_refused(tmp_path, settings, release, monkeypatch, name):
+    _, libs = release
+    archive = _archive(tmp_path, libs, extra=[(name, b"not listed\n")])
+    # py7zr reads a backslash as a separator, which makes that name a second copy of a listed file.
+    _refused_by_install_and_verify(tmp_path, settings, archive, next(iter(libs)),
+                                   "not listed in manifest.json|stored more than once", monkeypatch)
+
+
+@pytest.mark.parametrize("size", [-1, 10**18, 44_000, "17552", None])
+def test_a_manifest_size_that_disagrees_with_the_archive_is_refused_before_writing(tmp_path, settings, release,
+                                                                                   monkeypatch, size):
+    _, libs = release
+    gen = next(iter(libs))
+    archive = _archive(tmp_path, libs, sizes={gen: size})
+    _refused_by_install_and_verify(tmp_path, settings, archive, gen, "size", monkeypatch)
+
+
+def test_a_big_entry_the_manifest_calls_small_is_never_written(tmp_path, settings, release, monkeypatch):
+    _, libs = release
+    gen = next(iter(libs))
+    big = tmp_path / "zeros"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)  # 64 MiB of zeros; the archive header says so, the manifest says 44 KB
+    archive = _archive(tmp_path, {gen: big}, sizes={gen: 44_000})
+    _refused_by_install_and_verify(tmp_path, settings, archive, gen, "size", monkeypatch)
+
+
+def test_both_engines_install_the_same_bytes(tmp_path, settings, release):
+    archive, libs = release
+    gen = next(iter(libs))
+    got = []
+    for engine in ENGINES:
+        root, lib = site(tmp_path / engine)
+        install.install(archive, settings, ipex_dir=root, generation=gen, engine=engine)
+        got.append(lib.read_bytes())
+    assert got[0] == got[1] == libs[gen].read_bytes()

@@ -35,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -106,32 +106,67 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+#: Files a release archive holds beside its generation folders (pack writes them at the root).
+ROOT_FILES = (MANIFEST, "SUPPORT.md")
+_GENERATION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+
+
 @dataclass
 class ArchiveInfo:
     path: Path
     names: set[str]
     manifest: dict
+    #: file entry name -> its size as the 7z header declares it (what any extractor will write)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def check_entries(archive: Path) -> set[str]:
-    """Every entry name of ARCHIVE; ArchiveError on absolute paths, '..' or links."""
+    """Every entry name of ARCHIVE; ArchiveError on absolute paths, '..', links or a name given twice."""
+    return set(_entries(archive))
+
+
+def _entries(archive: Path) -> dict[str, int | None]:
+    """entry name -> declared size (None for folders), every name checked for safety and uniqueness."""
     import py7zr
 
     try:
         with py7zr.SevenZipFile(archive, "r") as z:
-            files = list(z.files)
+            files = [(str(f.filename), f.is_directory, f.uncompressed, _is_link(f)) for f in z.files]
     except ENGINE_ERRORS as e:
         raise ArchiveError(f"{archive}: not a readable 7z archive ({_why(e)})") from None
-    names = set()
-    for f in files:
-        name = str(f.filename)
-        why = _unsafe_name(name)
-        if _is_link(f):
-            why = "a link or special file"
+    entries: dict[str, int | None] = {}
+    for name, is_dir, size, link in files:
+        why = "a link or special file" if link else _unsafe_name(name)
         if why:
-            raise ArchiveError(f"{archive}: entry {name!r} is {why}; refusing the whole archive (nothing was changed)")
-        names.add(name)
-    return names
+            raise ArchiveError(f"{archive}: entry {printable(name)!r} is {why}; refusing the whole archive "
+                               "(nothing was changed)")
+        if name in entries and not is_dir:
+            # Two copies of one name: 7-Zip and py7zr would pick different ones.
+            raise ArchiveError(f"{archive}: entry {printable(name)!r} is stored more than once; refusing the whole "
+                               "archive (nothing was changed)")
+        entries[name] = None if is_dir else int(size or 0)
+    return entries
+
+
+def _check_listed(archive: Path, entries: Mapping[str, int | None], folders: Mapping[str, Any]) -> None:
+    """Every entry is a file the manifest lists, a root file pack writes, or a folder holding one of them."""
+    listed = {entry["file"] for entry in folders.values()} | set(ROOT_FILES)
+    parents = {str(PurePosixPath(name).parent) for name in listed} - {"."}
+    for name, size in entries.items():
+        ok = name in listed if size is not None else name in parents
+        if not ok:
+            raise ArchiveError(f"{archive}: entry {printable(name)!r} is not listed in {MANIFEST}; a release archive "
+                               "holds only its generation folders, refusing it (nothing was changed)")
+
+
+def _check_size(archive: Path, folder: str, entry: Mapping[str, Any], declared: int | None) -> None:
+    size = entry.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ArchiveError(f"{archive}: {MANIFEST}: folders.{printable(folder)}.size is {printable(repr(size))}, not a "
+                           "positive whole number of bytes")
+    if declared != size:
+        raise ArchiveError(f"{archive}: {printable(entry['file'])} is {declared} bytes in the archive, {MANIFEST} "
+                           f"says size {size}; refusing it before anything is written (nothing was changed)")
 
 
 def read_manifest(archive: Path) -> dict:
@@ -146,7 +181,8 @@ def open_archive(archive: Path) -> ArchiveInfo:
         raise ArchiveError(f"{archive}: is {kind}, not an archive file; give the path of the release .7z")
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive")
-    names = check_entries(archive)
+    entries = _entries(archive)
+    names = set(entries)
     if MANIFEST not in names:
         raise ArchiveError(f"{archive}: no {MANIFEST} at the root; not an ipex-aot release archive")
     with tempfile.TemporaryDirectory(prefix="ipex-aot-manifest-") as tmp:
@@ -164,9 +200,14 @@ def open_archive(archive: Path) -> ArchiveInfo:
     for folder, entry in folders.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(entry.get("sha256"), str):
             raise ArchiveError(f"{archive}: {MANIFEST}: folders.{folder} lacks 'file' or 'sha256'")
+        if not _GENERATION_RE.match(str(folder)) or entry["file"].split("/")[0] != folder:
+            raise ArchiveError(f"{archive}: {MANIFEST}: folders.{printable(str(folder))}.file "
+                               f"{printable(entry['file'])!r} is not a file in folder {printable(str(folder))}/")
         if entry["file"] not in names:
             raise ArchiveError(f"{archive}: {MANIFEST}: folders.{folder}.file {entry['file']!r} is not in the archive")
-    return ArchiveInfo(archive, names, manifest)
+        _check_size(archive, folder, entry, entries[entry["file"]])
+    _check_listed(archive, entries, folders)
+    return ArchiveInfo(archive, names, manifest, {n: s for n, s in entries.items() if s is not None})
 
 
 def _extract_py7zr(archive: Path, member: str, dest: Path) -> Path:

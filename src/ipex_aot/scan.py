@@ -889,6 +889,9 @@ def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, Sc
     for folder, entry in sorted(manifest["folders"].items(), key=lambda kv: generation_order(kv[0])):
         with tempfile.TemporaryDirectory(prefix="ipex-aot-verify-") as tmp:
             lib = install.extract_member(archive, entry["file"], Path(tmp), settings)
+            if lib.stat().st_size != entry["size"]:
+                raise ScanError(f"{archive}: folder {folder}: {entry['file']} extracted to {lib.stat().st_size} bytes, "
+                                f"manifest says {entry['size']}; the archive is corrupt or was changed")
             digest = sha256_file(lib)
             if digest != entry.get("sha256"):
                 raise ScanError(f"{archive}: folder {folder}: {entry['file']} has sha256 {digest}, manifest says "
