@@ -37,8 +37,8 @@ def _cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 6
 
 
 def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    # The step frame (==> / <==) may precede the error; the error itself is one line.
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("==>", "<=="))]
+    # The step frame (==> / <==) and warnings may precede the error; the error itself is one line.
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("==>", "<==", "warning:"))]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
