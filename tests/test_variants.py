@@ -6,6 +6,7 @@ with the scanner, and let variantlib's resolver pick a wheel while the fake Open
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -238,3 +239,30 @@ def test_plugins_get_configs_reports_the_driver_ip_version(made, fake_icd, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"intel_gpu": [{"name": "ip_version", "values": ["12.55.8"],
                                                       "multi_value": False}]}
+
+
+@pytest.mark.slow
+def test_a_wheel_variantlib_cannot_read_is_exit_12_and_the_old_folder_stays(made, tmp_path):
+    tmp, recipe, env, root, _ = made
+    dist = tmp_path / "dist"
+    shutil.copytree(root, dist / "canary", ignore=shutil.ignore_patterns("build-tree"))
+    before = {p.name: p.read_bytes() for p in (dist / "canary" / "variants").iterdir()}
+    (broken,) = (dist / "canary" / "wheels" / GENERATIONS[1]).glob("*.whl")
+    broken.write_bytes(b"not a zip file")
+    (jit,) = (dist / "canary" / "wheels" / "jit").glob("*.whl")
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--fallback", str(jit)],
+                          env=dict(env, IPEX_AOT_DIST=str(dist)), capture_output=True, text=True)
+    assert proc.returncode == 12, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [errors[0]] and f"make-variant for {GENERATIONS[1]} failed" in errors[0]
+    assert {p.name: p.read_bytes() for p in (dist / "canary" / "variants").iterdir()} == before
+    assert not list((dist / "canary").glob(".variants.*"))
+
+
+def test_a_generation_not_built_is_one_line_and_exit_2(made):
+    _, recipe, env, _, _ = made
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--generation", "12.0.0"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "no finished build of 12.0.0; run `ipex-aot build canary --generation 12.0.0` first" in line

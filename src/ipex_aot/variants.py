@@ -86,20 +86,49 @@ class VariantsResult:
         return {"folder": str(self.folder), "index": str(self.index), "wheels": [w.to_json() for w in self.wheels]}
 
 
-def _variantlib(args: list[str], settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run variantlib's command line in a child: its plugin check loads our provider, which must see
-    this run's cache and ocloc (the device database), not whatever the parent's environment says."""
+#: The child that runs variantlib's own command line, one call per job (label, argv) read from stdin.
+#: One process for all wheels: variantlib caches what the provider plugin answered, so the
+#: plugin (and the device database it loads) runs once, not once per wheel.
+_RUNNER = """
+import json, logging, sys
+from variantlib.commands.main import main
+for label, args in json.load(sys.stdin):
+    logging.getLogger("variantlib").handlers.clear()  # main() adds one per call
+    print("ipex-aot-variantlib-job " + label, file=sys.stderr, flush=True)
+    main(args)
+"""
+_JOB_MARK = "ipex-aot-variantlib-job "
+
+
+def _variantlib(jobs: list[tuple[str, list[str]]], settings: Settings, cwd: Path,
+                progress: log.Progress | None = None) -> None:
+    """Run variantlib's command line for each (label, argv) job in one child process.
+
+    A child, not in-process: the plugin check loads our provider, which must see this run's cache
+    and ocloc (the device database), not whatever the parent's environment says.
+    VariantError names the job that failed and variantlib's last line.
+    """
     env = dict(os.environ, IPEX_AOT_CACHE=str(settings.cache_dir.resolve()))
     if settings.ocloc:
         env["OCLOC"] = settings.ocloc
-    code = "import sys; from variantlib.commands.main import main; sys.argv[0] = 'variantlib'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
-def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        raise VariantError(f"variantlib {what} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+    proc = subprocess.Popen([sys.executable, "-c", _RUNNER], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(json.dumps(jobs))
+    proc.stdin.close()
+    current, lines = "", []
+    for line in proc.stderr:
+        if line.startswith(_JOB_MARK):
+            if current and progress:
+                progress.advance(note=current)
+            current = line[len(_JOB_MARK):].strip()
+        elif line.strip():
+            lines.append(line.rstrip())
+    if proc.wait() != 0:
+        raise VariantError(f"variantlib {current or 'start-up'} failed (exit {proc.returncode}): "
+                           f"{lines[-1] if lines else 'no output'}")
+    if current and progress:
+        progress.advance(note=current)
 
 
 def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> dict[str, Path]:
@@ -188,22 +217,21 @@ def _make_variants(recipe: Recipe, settings: Settings, root: Path, plain: dict[s
             work.mkdir()
             (work / "pyproject.toml").write_text(variant_table(), encoding="utf-8")
             made: list[VariantWheel] = []
-            progress = log.Progress("variant wheels", len(plain) + 1, every=0.0)
+            jobs: list[tuple[str, list[str]]] = []
             for generation, wheel in plain.items():
-                proc = _variantlib(["make-variant", "-f", str(wheel), "-o", str(stage), "--no-isolation",
-                                    "--pyproject-toml", "pyproject.toml", "--variant-label", generation,
-                                    "-p", variant_property(generation)], settings, work)
-                _check(proc, f"make-variant for {generation}")
+                jobs.append((f"make-variant for {generation}",
+                             ["make-variant", "-f", str(wheel), "-o", str(stage), "--no-isolation",
+                              "--pyproject-toml", "pyproject.toml", "--variant-label", generation,
+                              "-p", variant_property(generation)]))
                 made.append(VariantWheel(generation, generation, folder / _variant_name(wheel, generation), wheel))
-                progress.advance(note=generation)
-            proc = _variantlib(["make-variant", "-f", str(fallback_wheel), "-o", str(stage), "--null-variant",
-                                "--pyproject-toml", "pyproject.toml"], settings, work)
-            _check(proc, "make-variant --null-variant (the JIT-only fallback)")
+            jobs.append(("make-variant --null-variant (the JIT-only fallback)",
+                         ["make-variant", "-f", str(fallback_wheel), "-o", str(stage), "--null-variant",
+                          "--pyproject-toml", "pyproject.toml"]))
             made.append(VariantWheel(NULL_LABEL, None, folder / _variant_name(fallback_wheel, NULL_LABEL),
                                      fallback_wheel))
-            progress.advance(note=NULL_LABEL)
+            jobs.append(("generate-index-json", ["generate-index-json", "-d", str(stage)]))
+            _variantlib(jobs, settings, work, log.Progress("variantlib jobs", len(jobs), every=0.0))
             shutil.rmtree(work)
-            _check(_variantlib(["generate-index-json", "-d", str(stage)], settings, stage), "generate-index-json")
             index = _check_index(stage, made)
             for w in made:
                 if not (stage / w.path.name).is_file():
