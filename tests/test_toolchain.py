@@ -164,7 +164,12 @@ def test_missing_oneapi_stops_before_any_work(tmp_path):
     empty.mkdir()
     env = dict(os.environ, ONEAPI_ROOT=str(empty), IPEX_AOT_DIST=str(tmp_path / "dist"),
                IPEX_AOT_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run([sys.executable, "-m", "ipex_aot", "preflight", "ipex-2.1.40-xpu-2025.0.1"],
+    # The shipped recipe is Windows-only, which this Linux host is told first (issue 12, stumble 2): a Linux copy.
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "ipex-2.1.40-xpu-2025.0.1.yaml"
+    recipe.write_text((REPO / "recipes" / recipe.name).read_text().replace("platforms: [windows-x86_64]",
+                                                                         "platforms: [linux-x86_64]"))
+    run = subprocess.run([sys.executable, "-m", "ipex_aot", "preflight", str(recipe)],
                          capture_output=True, text=True, env=env, cwd=REPO)
     assert run.returncode == ToolchainError.exit_code
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]

@@ -423,6 +423,15 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
     return _build(path, data, lines)
 
 
+def _inside_repository(path: Path, lines: Mapping[str, int], key: str, root: Path, value: str) -> Path:
+    """VALUE resolved against the repository ROOT (the folder holding recipes/); RecipeError when it leaves ROOT."""
+    target = (root / value).resolve()
+    if not target.is_relative_to(root):
+        raise RecipeError(f"{_display(path)}:{_line_of(lines, key)}: {key}: {value!r} resolves to {target}, outside the "
+                          f"repository {root}; give a folder inside it, relative to it")
+    return target
+
+
 def _build(path: Path, data: Mapping[str, Any], lines: Mapping[str, int]) -> Recipe:
     name = path.stem
     version = data["version"]
@@ -432,9 +441,17 @@ def _build(path: Path, data: Mapping[str, Any], lines: Mapping[str, int]) -> Rec
     source = SourceSpec(url=src.get("git"), ref=src.get("ref"), submodules=bool(src.get("submodules", False)),
                         path=src.get("path"))
     root = path.resolve().parent.parent
+    if source.path is not None:
+        _inside_repository(path, lines, "source.path", root, source.path)
     patches = data.get("patches") or {}
     note = patches.get("none")
     patches_dir = None if note else root / patches.get("dir", f"patches/{name}")
+    if "dir" in patches:
+        patches_dir = _inside_repository(path, lines, "patches.dir", root, patches["dir"])
+        if not patches_dir.is_dir():
+            raise RecipeError(f"{_display(path)}:{_line_of(lines, 'patches.dir')}: patches.dir: no folder {patches_dir} "
+                              f"(relative to the repository {root}); create it with the *.patch files, or write "
+                              "none: \"why no patch is needed\"")
     tc = data["toolchain"]
     toolchain = ToolchainSpec(compiler=tc["compiler"], python=tuple(tc["python"]), platforms=tuple(tc["platforms"]),
                               oneapi=tc.get("oneapi"), torch=tc.get("torch", ""))
@@ -484,12 +501,32 @@ class TargetPlan:
                 f"{recipe.toolchain.oneapi or '2025'} or Ubuntu's intel-ocloc) and point OCLOC at it")
 
 
+def nearest_generation(code: str, known: Sequence[str]) -> str:
+    """The known generation code closest to CODE: the same family's nearest stepping, else the numerically nearest."""
+    want = tuple(int(p) for p in code.split("."))
+
+    def distance(g: str) -> tuple[int, ...]:
+        have = tuple(int(p) for p in g.split("."))
+        return tuple(abs(a - b) for a, b in zip(want, have, strict=True)) + tuple(-x for x in have)
+
+    return min(known, key=distance) if known else "none"
+
+
 def _resolve_names(recipe: Recipe, db: DeviceDatabase, key: str, name: str, known: list[str],
                    *, several: bool) -> list[str] | None:
     """Generations a recipe entry stands for; None when it is a generation code ocloc does not know."""
     version = db.ocloc.get("version", "?")
     if is_generation(name):
-        return [name] if name in known else None
+        if name in known:
+            return [name]
+        family = name.rsplit(".", 1)[0]
+        siblings = [g for g in known if g.rsplit(".", 1)[0] == family]
+        if siblings:
+            # ocloc lists a family's steppings together: one it knows the family of but not this code is a typo.
+            raise RecipeError(f"{recipe.where(key)}: {name!r} is not a generation of the {family} family (ocloc "
+                              f"{version} knows {', '.join(siblings)}); the nearest known code is "
+                              f"{nearest_generation(name, known)}: a typo?")
+        return None
     gens = db.names.get(name.lower())
     if gens is None:
         shown = ", ".join(sorted(n for n in db.names if n not in db.groups)[:40])
@@ -549,7 +586,8 @@ def plan_targets(recipe: Recipe, db: DeviceDatabase) -> TargetPlan:
             listed = spec.generations != "all" and entry in spec.generations
             if not listed:
                 raise RecipeError(f"{recipe.where(key)}: {entry!r} is not a generation the local ocloc {version} "
-                                  f"knows; known: {', '.join(known)} (a newer generation needs a newer ocloc: set OCLOC)")
+                                  f"knows (the nearest known code is {nearest_generation(entry, known)}); known: "
+                                  f"{', '.join(known)} (a newer generation needs a newer ocloc: set OCLOC)")
             unknown = [u for u in unknown if u[0] != entry]
             continue
         excluded.update(gens)

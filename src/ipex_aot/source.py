@@ -288,7 +288,8 @@ def prepare_source(recipe: Recipe, settings: Settings, source_dir: Path | None =
     if spec.path:
         tree = (recipe.repo_root / spec.path).resolve()
         if not tree.is_dir():
-            raise SourceError(f"{recipe.where('source.path')}: {spec.path}: no such folder")
+            raise SourceError(f"{recipe.where('source.path')}: no folder {tree} ({spec.path} relative to the repository "
+                              f"{recipe.repo_root}, the folder holding recipes/)")
         commit = _resolve(tree, "HEAD") or ""
         return PreparedSource(tree, f"path:{spec.path}", "", commit)
     assert spec.url and spec.ref  # the schema requires both when there is no path

@@ -103,6 +103,7 @@ def _base_env(base: Mapping[str, str] | None) -> dict[str, str]:
 
 def prepare_environment(recipe: Recipe, settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment the recipe's build runs in: the caller's, with oneAPI activated when the recipe needs it."""
+    check_platform(recipe)
     env = _base_env(base)
     version = recipe.toolchain.oneapi
     if not version:
@@ -114,10 +115,22 @@ def prepare_environment(recipe: Recipe, settings: Settings, base: Mapping[str, s
     return activate(script, env)
 
 
+def check_platform(recipe: Recipe) -> None:
+    """ToolchainError when this host is not one of the recipe's platforms: asked before any tool is looked for."""
+    plat = platforms.host_platform()
+    if plat not in recipe.toolchain.platforms:
+        raise ToolchainError(f"{recipe.name} builds for {', '.join(recipe.toolchain.platforms)}; this host is {plat}: "
+                             "build it on one of those (or add this platform to toolchain.platforms)")
+
+
 def missing_oneapi_message(recipe: Recipe, settings: Settings) -> str:
     version = recipe.toolchain.oneapi or "?"
-    looked = ", ".join(str(r) for r in oneapi_roots(settings))
-    return (f"oneAPI {version} not found (looked in {looked}) for {recipe.name}: "
+    ext = _platform(None).activation_suffix
+    short = ".".join(version.split(".")[:2])
+    # The files find_activation looks for, by name, so that a user can see why their install was not found.
+    looked = ", ".join(str(p) for r in oneapi_roots(settings) for p in
+                       (r / short / f"oneapi-vars{ext}", r / "compiler" / short / "env" / f"vars{ext}", r / f"setvars{ext}"))
+    return (f"oneAPI {version} not found (looked for {looked}) for {recipe.name}: "
             + INSTALL_HINT.format(version=version))
 
 
@@ -170,13 +183,10 @@ def preflight(recipe: Recipe, settings: Settings, env: Mapping[str, str] | None 
 
     spec = recipe.toolchain
     python = python or sys.executable
+    check_platform(recipe)
     if env is None:
         env = prepare_environment(recipe, settings)
     versions: dict[str, str] = {}
-    plat = platforms.host_platform()
-    if plat not in spec.platforms:
-        raise ToolchainError(f"{recipe.name} builds for {', '.join(spec.platforms)}; this host is {plat}: "
-                             "build it on one of those (or add this platform to toolchain.platforms)")
     if spec.oneapi:
         versions["oneapi"] = spec.oneapi
     hint = (f"it comes with oneAPI {spec.oneapi}; check ONEAPI_ROOT" if spec.oneapi
