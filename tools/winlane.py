@@ -202,6 +202,7 @@ LANE = (
     "tests/test_build_units.py",
     "tests/test_recipe_upstream.py",
     "tests/test_windows.py",
+    "tests/test_signing_portable.py",
 )
 EXCLUDED = {
     "tests/test_build_units.py::test_source_dir_must_exist_and_a_plain_folder_is_hashed":
