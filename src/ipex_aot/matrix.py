@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ipex_aot import log
 from ipex_aot.errors import RecipeError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
-from ipex_aot.settings import Settings
+from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
     from ipex_aot.devices import DeviceDatabase
@@ -170,7 +169,7 @@ def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: st
         for plat, wanted in sorted(by_platform.items()):
             cibw_platform, _, arch = CIBW_PLATFORM[plat]
             # The caller's environment (PATH, cibuildwheel's own settings) plus this platform's selector.
-            env = dict(os.environ, CIBW_BUILD=" ".join(sorted(wanted)), CIBW_ARCHS=arch)
+            env = child_env({"CIBW_BUILD": " ".join(sorted(wanted)), "CIBW_ARCHS": arch})
             proc = subprocess.run([exe, "--print-build-identifiers", "--platform", cibw_platform, tmp],
                                   capture_output=True, text=True, env=env, timeout=120)
             if proc.returncode != 0:

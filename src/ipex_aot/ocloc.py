@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipex_aot.errors import ToolchainError
-from ipex_aot.settings import Settings
+from ipex_aot.settings import Settings, child_env
 
 #: What to tell a user who has no ocloc.
 INSTALL_HINT = (
@@ -312,7 +312,7 @@ class Libocloc:
                 "r = Libocloc(sys.argv[1]).invoke(['query', 'OCL_DRIVER_VERSION'])\n"
                 "v = r.outputs.get('OCL_DRIVER_VERSION', b'').replace(b'\\0', b'').decode().strip()\n"
                 "sys.stdout.write('VERSION=' + v + '\\n')\n")
-        env = dict(os.environ)
+        env = child_env()
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
         try:
             proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,

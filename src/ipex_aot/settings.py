@@ -71,3 +71,15 @@ class Settings:
             sign_password=env.get("IPEX_AOT_SIGN_PASSWORD"),
             trust_key=env.get("IPEX_AOT_TRUST_KEY") or None,
         )
+
+
+def child_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child process (git, ocloc, a build, cibuildwheel) starts with.
+
+    The caller's environment (PATH, TEMP, proxies, credential helpers) is
+    passed through, not read: no option comes from it. ``base`` replaces the
+    caller's (an activated oneAPI environment, say); ``extra`` is laid on top.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(extra or {})
+    return env

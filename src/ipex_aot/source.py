@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ipex_aot import log
 from ipex_aot.errors import SourceError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
-from ipex_aot.settings import Settings
+from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
     from ipex_aot.recipe import Recipe
@@ -63,12 +63,8 @@ def _git(args: Sequence[str], cwd: Path | None = None, *, what: str, check: bool
 
 
 def _git_env() -> dict[str, str]:
-    import os
-
-    # The caller's environment (PATH, proxies, credential helpers) passed on to git; no prompts (CI has no terminal).
-    env = dict(os.environ)
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    return env
+    # No prompts: CI has no terminal.
+    return child_env({"GIT_TERMINAL_PROMPT": "0"})
 
 
 def cache_path(settings: Settings, url: str) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 from ipex_aot import log, platforms
 from ipex_aot.errors import ToolchainError
 from ipex_aot.platforms import windows as windows_platform
-from ipex_aot.settings import Settings
+from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
     from ipex_aot.recipe import Recipe
@@ -96,9 +95,7 @@ def activate(script: Path, base: Mapping[str, str] | None = None) -> dict[str, s
 
 
 def _base_env(base: Mapping[str, str] | None) -> dict[str, str]:
-    # The build inherits the caller's environment (PATH, TEMP, proxies): this
-    # passes it through to the child, it reads no option from it.
-    return dict(os.environ if base is None else base)
+    return child_env(base=base)
 
 
 def prepare_environment(recipe: Recipe, settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ipex_aot import log
 from ipex_aot.errors import UsageError, VariantError
-from ipex_aot.settings import Settings
+from ipex_aot.settings import Settings, child_env
 from ipex_aot.variant_provider import FEATURE, NAMESPACE, PLUGIN_API
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def _variantlib(jobs: list[tuple[str, list[str]]], settings: Settings, cwd: Path
     and ocloc (the device database), not whatever the parent's environment says.
     VariantError names the job that failed and variantlib's last line.
     """
-    env = dict(os.environ, IPEX_AOT_CACHE=str(settings.cache_dir.resolve()))
+    env = child_env({"IPEX_AOT_CACHE": str(settings.cache_dir.resolve())})
     if settings.ocloc:
         env["OCLOC"] = settings.ocloc
     proc = subprocess.Popen([sys.executable, "-c", _RUNNER], cwd=cwd, env=env, stdin=subprocess.PIPE,
