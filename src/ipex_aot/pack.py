@@ -55,6 +55,7 @@ from ipex_aot import log
 from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
+from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
 from ipex_aot.untrusted import loads_json
@@ -108,12 +109,6 @@ class PackResult:
             "workers": self.workers,
             "generations": list(self.manifest["folders"]),
         }
-
-
-def recipe_name(recipe: str) -> str:
-    """``recipes/canary.yaml`` or ``canary`` -> ``canary``."""
-    path = Path(recipe)
-    return path.stem if path.suffix in (".yaml", ".yml") else path.name
 
 
 def parse_size(text: str) -> int:

@@ -178,6 +178,16 @@ def key_path(parts: Iterable[Any]) -> str:
     return out
 
 
+def recipe_name(path_or_name: str | Path) -> str:
+    """The recipe's name, its file stem: ``recipes/canary.yaml`` and ``canary`` are both ``canary``.
+
+    Outputs live under ``dist/<name>/``, so every step that takes a recipe
+    argument finds the same folder, whether or not the file is at hand.
+    """
+    path = Path(path_or_name)
+    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+
+
 def find_recipe(path_or_name: str | Path) -> Path:
     """A recipe file from a path or a name (``canary`` → ``recipes/canary.yaml``)."""
     text = str(path_or_name)

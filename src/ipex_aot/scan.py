@@ -52,6 +52,7 @@ from typing import Any
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
+from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.sevenz import SIGNATURE as SEVENZ_MAGIC
 from ipex_aot.signing import add_trust_arguments, check_trust, resolve_trust
@@ -858,7 +859,7 @@ def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanRes
     """Every built generation of RECIPE under the dist folder must hold its own generation."""
     from ipex_aot.fsutil import read_json
 
-    stem = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+    stem = recipe_name(recipe)
     root = settings.dist_dir / stem
     records = sorted(root.glob("*/build.json"))
     if not records:

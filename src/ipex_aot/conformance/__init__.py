@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ipex_aot import log
 from ipex_aot.conformance.report import conformance_markdown, summary_line
 from ipex_aot.conformance.runner import DEVICES, FIRST_CALL_LIMIT_S, Options, run_conformance
 from ipex_aot.errors import ConformanceError
+from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
 
-__all__ = ["DEVICES", "Options", "conformance_markdown", "recipe_name", "register", "run_conformance"]
-
-
-def recipe_name(text: str) -> str:
-    """A recipe's name from its file or name ("recipes/canary.yaml" -> "canary")."""
-    path = Path(text)
-    return path.stem if path.suffix in (".yaml", ".yml") else path.name
+__all__ = ["DEVICES", "Options", "conformance_markdown", "register", "run_conformance"]
 
 
 def _cmd_conformance(args: argparse.Namespace, settings: Settings) -> int:
