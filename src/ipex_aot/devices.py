@@ -1069,8 +1069,6 @@ def validate_cache(data: Any) -> Mapping[str, Any]:
 # --- command line --------------------------------------------------------------------------
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    from ipex_aot import ocloc as ocloc_module
-
     p = sub.add_parser("devices", help="the Intel GPU device database (ocloc sweep over every PCI ID)",
                        description="Print the support table: which PCI device ID needs which generation.")
     out = p.add_mutually_exclusive_group()
@@ -1086,7 +1084,6 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     lk.add_argument("--revision", default=None, help="PCI revision (stepping), decimal or 0x hex")
     lk.add_argument("--json", action="store_true", help="print the answer as JSON")
     lk.set_defaults(func=_cmd_lookup)
-    ocloc_module.register(sub)
 
 
 def _revision(text: str | None) -> int | None:
