@@ -62,6 +62,13 @@ def tests_windows(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site with mkdocs-material into dist/site (--strict: a broken link or page fails)."""
+    session.run(sys.executable, "-m", "mkdocs", "build", "--strict", *session.posargs, external=True,
+                env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
 def devices(session: nox.Session) -> None:
     """Sweep ocloc over every PCI ID; write dist/devices/devices.json and devices.md."""
     _ipex_aot(session, "devices", "--write", *session.posargs)
