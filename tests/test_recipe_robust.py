@@ -38,7 +38,7 @@ def test_a_missing_patches_dir_is_an_error_with_the_absolute_path(tmp_path):
         load_recipe(path)
 
 
-@pytest.mark.parametrize("where", ["../../..", "/etc", "../outside"])
+@pytest.mark.parametrize("where", ["../../..", "../outside", "patches/../../outside"])
 def test_a_patches_dir_outside_the_repository_is_refused(tmp_path, where):
     (tmp_path / "outside").mkdir()
     repo = tmp_path / "repo"
@@ -56,13 +56,18 @@ def test_an_existing_patches_dir_loads(tmp_path):
 
 # --- source.path -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("where", ["../../../../../", "/usr", "../elsewhere"])
+@pytest.mark.parametrize("where", ["../../../../../", "../elsewhere", "src/../../elsewhere"])
 def test_a_source_path_outside_the_repository_is_refused(tmp_path, where):
     repo = tmp_path / "repo"
     repo.mkdir()
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(RecipeError, match=r"source\.path: .*outside the repository " + str(repo)):
         load_recipe(_repo(repo, CANARY.replace("path: canary", f"path: \"{where}\"")))
+
+
+def test_an_absolute_source_path_is_the_writers_choice(tmp_path):
+    recipe = load_recipe(_repo(tmp_path, CANARY.replace("path: canary", f"path: \"{REPO / 'canary'}\"")))
+    assert recipe.source.path == str(REPO / "canary")
 
 
 def test_a_missing_source_path_names_the_absolute_folder_tried(tmp_path):
