@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ipex_aot import log, platforms
+from ipex_aot import children, log, platforms
 from ipex_aot.errors import BuildError, IpexAotError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output, read_json, sha256_file, write_json
 from ipex_aot.settings import Settings
@@ -291,7 +291,7 @@ def run_logged(cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: 
         try:
             proc = subprocess.Popen(
                 list(cmd), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
+                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1, **children.popen_options(),
             )
         except OSError as e:
             logf.write(f"cannot start {cmd[0]}: {e}\n")
@@ -303,8 +303,7 @@ def run_logged(cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: 
                 live.update(line)
             return proc.wait()
         except BaseException:
-            proc.kill()
-            proc.wait()
+            children.kill(proc)  # the whole group: pip wheel and the build backend it started
             raise
         finally:
             live.close()

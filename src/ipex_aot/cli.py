@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ipex_aot import __version__, log, platforms
+from ipex_aot import __version__, children, log, platforms
 from ipex_aot.errors import IpexAotError
 from ipex_aot.settings import Settings
 
@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    children.terminate_like_interrupt()
     try:
         settings = Settings.from_env()
         log.configure(github_actions=settings.github_actions)
@@ -67,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IpexAotError as e:
         log.error(e.message)
         return e.exit_code
+    except children.Terminated:
+        print("error: terminated (SIGTERM); child processes were stopped, finished outputs are kept, rerun to resume",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130

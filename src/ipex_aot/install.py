@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ipex_aot import log, platforms
+from ipex_aot import children, log, platforms
 from ipex_aot.download import MAX_DOWNLOAD, fetch_archive, is_url
 from ipex_aot.errors import ArchiveError, InstallError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
@@ -63,6 +62,9 @@ from ipex_aot.untrusted import not_a_regular_file, printable, tool_message
 MANIFEST = "manifest.json"
 BACKUP_SUFFIX = ".ipex-aot-backup"
 RECORD_SUFFIX = ".ipex-aot.json"
+LOCK_SUFFIX = ".ipex-aot.lock"
+#: Work folders of install beside the library (swept by the next install there).
+WORK_PREFIX = ".ipex-aot-"
 RECORD_SCHEMA = 1
 _FILE_ATTRIBUTE_REPARSE_POINT = 0x400
 _FILE_ATTRIBUTE_UNIX_EXTENSION = 0x8000
@@ -244,7 +246,7 @@ def extract_member(archive: Path, member: str, dest: Path, settings: Settings, *
         return _extract_py7zr(archive, member, dest)
     dest.mkdir(parents=True, exist_ok=True)
     # e: no folders; -spd: the name is literal, not a wildcard; -aoa: the temp folder is ours.
-    proc = subprocess.run([seven, "e", "-y", "-spd", "-aoa", "-bso0", "-bsp0", f"-o{dest}", "--", str(archive), member],
+    proc = children.run([seven, "e", "-y", "-spd", "-aoa", "-bso0", "-bsp0", f"-o{dest}", "--", str(archive), member],
                           capture_output=True, text=True, errors="replace", check=False)
     out = dest / PurePosixPath(member).name
     if proc.returncode != 0 or not out.is_file() or out.is_symlink():
@@ -445,7 +447,9 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
         gen = choose_generation(info, generation, gpus, db_note)
         entry = info.manifest["folders"][gen]
         log.info(f"generation {gen}: {entry['file']} -> {lib}")
-        work = Path(tempfile.mkdtemp(prefix=".ipex-aot-", dir=lib.parent))
+        lock = _install_lock(lib)
+        _sweep_stale(lib)
+        work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=lib.parent))
         try:
             start = time.monotonic()
             log.info(f"extracting {entry['file']} ({entry.get('size', 0) / 1e6:,.0f} MB; a solid archive is read "
@@ -471,8 +475,34 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
                                    "run install again (the old library is still in place)") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            lock.release()
         log.info(f"installed {gen} into {lib} (backup {record['backup']})")
         return record
+
+
+def _install_lock(lib: Path) -> Any:
+    """An OS lock beside the library: one install or rollback there at a time, so sweeping is safe."""
+    import filelock
+
+    lock = filelock.FileLock(lib.with_name(lib.name + LOCK_SUFFIX), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise InstallError(f"another ipex-aot install into {lib.parent} is running; wait for it to finish") from None
+    return lock
+
+
+def _sweep_stale(lib: Path) -> None:
+    """Remove what a killed install left beside LIB: ``.ipex-aot-*`` work folders and a half-made backup."""
+    stale = [p for p in lib.parent.glob(f"{WORK_PREFIX}*") if p.is_dir() and not p.is_symlink()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    part = _backup_path(lib).with_name(_backup_path(lib).name + ".part")
+    if part.is_file():
+        part.unlink()
+        stale.append(part)
+    if stale:
+        log.info(f"removed {len(stale)} leftover(s) of an interrupted install in {lib.parent}")
 
 
 def _swap_in(lib: Path, new: Path, installed: dict) -> dict:

@@ -41,7 +41,6 @@ import lzma
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import zlib
@@ -51,14 +50,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ipex_aot import log
+from ipex_aot import children, log
 from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
-from ipex_aot.untrusted import loads_json
+from ipex_aot.untrusted import loads_json, tool_message
 
 ENGINES = ("parallel", "7zz", "py7zr")
 #: The fixed time of every entry when no build.json says when it finished.
@@ -429,11 +428,37 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
         # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
         cmd = [exe, "a", "-t7z", f"-m0=lzma2:mf={opts.mf}", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
                "-mtm=off", "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
-        run = subprocess.run(cmd, cwd=stage, capture_output=True, text=True)
+        run = children.run(cmd, cwd=stage, capture_output=True, text=True, errors="replace")
         if run.returncode != 0:
-            raise ArchiveError(f"{Path(exe).name} failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-400:]}")
+            raise ArchiveError(f"{Path(exe).name} failed (exit {run.returncode}: {tool_message(run.stderr + run.stdout)})")
     progress(sum(f.size for f in folders))
     return workers, []
+
+
+def _archive_lock(archive: Path) -> Any:
+    """An OS lock on ``.<archive>.lock``: one pack of an archive at a time, so the sweep below is safe."""
+    import filelock
+
+    lock = filelock.FileLock(archive.parent / f".{archive.name}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise UsageError(f"another pack of {archive} is running; wait for it to finish") from None
+    return lock
+
+
+def sweep_stale(archive: Path) -> list[Path]:
+    """Remove what a killed pack of ARCHIVE left: ``.ARCHIVE.*.part``, its ``.pieceN`` files, ``.pack-*`` staging."""
+    gone = []
+    for path in [*archive.parent.glob(f".{archive.name}.*.part*"), *archive.parent.glob(".pack-*")]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        gone.append(path)
+    if gone:
+        log.info(f"removed {len(gone)} file(s) a killed pack left beside {archive.name}")
+    return gone
 
 
 _WRITERS = {"parallel": _write_parallel, "py7zr": _write_py7zr, "7zz": _write_7zz}
@@ -540,6 +565,8 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
         rate = progress.done / max(time.monotonic() - began, 1e-6) / 1e6
         progress.advance(n, note=f"{rate:.1f} MB/s")
 
+    lock = _archive_lock(archive)
+    sweep_stale(archive)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=archive.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -556,6 +583,7 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
         os.replace(tmp, archive)
     finally:
         tmp.unlink(missing_ok=True)
+        lock.release()
     if signature is not None and public is not None:
         write_signature(signature_path, signature)
         log.info(f"{signature_path.name}: signed by key {public.id}; check it with "
