@@ -84,11 +84,11 @@ def _unsafe_name(name: str) -> str | None:
 
 def _is_link(f: Any) -> bool:
     """Symlinks, hard links and junctions as 7-Zip and py7zr store them (attribute bits)."""
-    if f.is_symlink or getattr(f, "is_junction", False) or getattr(f, "is_socket", False):
+    if f.is_symlink or f.is_junction or f.is_socket:
         return True
     try:
-        attrs = int(f._get_property("attributes") or 0)
-    except (AttributeError, KeyError, TypeError, ValueError):
+        attrs = int((f.file_properties() or {}).get("attributes") or 0)
+    except (TypeError, ValueError):
         return False
     if attrs & _FILE_ATTRIBUTE_REPARSE_POINT:
         return True
