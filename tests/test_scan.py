@@ -38,7 +38,9 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def sigs(settings) -> scan.Signatures:
-    return scan.load_signatures(settings)
+    # The Windows lane has no ocloc: it reads the tables bookworm's ocloc gave on the Linux side.
+    data = L._recorded("signatures", lambda: json.dumps(scan.load_signatures(settings).to_json()).encode())
+    return scan.Signatures.from_json(json.loads(data))
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -79,7 +81,7 @@ def test_spirv_is_jit_only(tmp_path, sigs):
 
 
 def test_without_ocloc_signatures_images_stay_unresolved(tmp_path):
-    lib = write(tmp_path, "one.bin", L.ocloc_image("acm-g10", exclude_ir=True))
+    lib = write(tmp_path, "one.bin", L.ocloc_image("acm-g10", exclude_ir=True, legacy=True))  # no compat note
     r = scan.scan_file(lib, signatures=None, settings=Settings.from_env({"OCLOC": str(tmp_path / "no-ocloc"),
                                                                        "IPEX_AOT_CACHE": str(tmp_path)}))
     assert r.generations == [] and len(r.unresolved) == 1 and "product family" in r.unresolved[0]
@@ -198,7 +200,7 @@ def test_verify_dist_names_the_bad_folder(tmp_path, settings):
     make_dist(settings, "bad", {g10: L.ocloc_image("acm-g10"), pvc: L.ocloc_image("acm-g10")})
     proc = cli("verify", "bad", env=env)
     assert proc.returncode == ScanError.exit_code
-    assert f"bad/{pvc}/" in proc.stderr and f"does not hold generation {pvc}" in proc.stderr
+    assert os.path.join("bad", pvc, "") in proc.stderr and f"does not hold generation {pvc}" in proc.stderr
 
 
 def make_archive(path: Path, folders: dict[str, Path], install_path: str, tamper: str | None = None) -> Path:

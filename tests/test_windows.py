@@ -124,3 +124,50 @@ def test_unloaded_library_is_not_in_use(tmp_path):
     lib.write_bytes(b"\x7fELF")
     assert platforms.host().in_use(lib) is None
     assert platforms.host().in_use(tmp_path / "missing") is None
+
+
+def test_pack_engine_is_what_the_platform_can_run():
+    from ipex_aot import pack
+
+    engine, why = pack.choose_engine()
+    if WINDOWS:
+        # No liblzma DLL on Windows: the lane's 7-Zip (7za.exe) packs, and the reason says so.
+        assert engine == "7zz" and why.startswith("no liblzma to load on this platform; 7-Zip is ")
+        assert why.lower().endswith("7za.exe")
+    else:
+        assert engine == "parallel" and "liblzma" in why
+
+
+STANDIN = Path(__file__).parent / "data" / "toolchain" / "oneapi-standin"
+
+
+def _oneapi_standin(tmp_path: Path) -> Path:
+    """The stand-in oneAPI folder (tests/data/toolchain/README.md) under a path with spaces, parentheses and ë."""
+    root = tmp_path / "Program Files (x86)" / "Intel Zoë" / "oneAPI"
+    for src in STANDIN.rglob("*.bat"):
+        dest = root / src.relative_to(STANDIN)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # cmd reads batch files in the ANSI code page and wants CRLF for its labels.
+        dest.write_text(src.read_text(encoding="utf-8"), encoding="ascii", newline="\r\n")
+    return root
+
+
+@pytest.mark.skipif(not WINDOWS, reason="setvars.bat runs in cmd.exe; Linux sources setvars.sh in bash (test_toolchain)")
+def test_setvars_bat_is_run_by_cmd_and_its_environment_captured(tmp_path):
+    from ipex_aot import toolchain
+    from ipex_aot.errors import ToolchainError
+
+    root = _oneapi_standin(tmp_path)
+    script = root / "setvars.bat"
+    base = {k: v for k, v in os.environ.items() if k.upper() != "SETVARS_COMPLETED"}
+    base["KEEP_ME"] = "yes"
+    env = toolchain.activate(script, base)
+    path_key = next(k for k in env if k.upper() == "PATH")
+    assert env["CMPLR_ROOT"] == f"{root}\\compiler\\2025.0"
+    assert env[path_key].split(";")[0] == f"{root}\\compiler\\2025.0\\bin"
+    assert env["ONEAPI_ROOT"] == f"{root}\\" and env["SETVARS_VARS_PATH"] == str(script)
+    assert env["WEIRD_VALUE"] == "a=b=c" and env["SETVARS_COMPLETED"] == "1" and env["KEEP_ME"] == "yes"
+    assert not any("initializ" in k.lower() or k.startswith(("=", ":")) for k in env)  # the banner stayed out
+    with pytest.raises(ToolchainError) as err:
+        toolchain.activate(script, dict(base, IPEX_AOT_STANDIN_FAIL="1"))
+    assert str(script) in err.value.message and "(exit 1)" in err.value.message and "\n" not in err.value.message

@@ -195,6 +195,13 @@ def run_python(args: list[str], *, cwd: Path = ROOT, env: dict[str, str] | None 
     return proc.wait()
 
 
+#: Lane files whose tests take ocloc/gcc outputs from tests/libfixtures.py: the Linux side builds those first.
+ARTIFACT_TESTS = (
+    "tests/test_install.py",
+    "tests/test_scan.py",
+    "tests/test_pack.py",
+    "tests/test_canary_windows.py",
+)
 #: The test files the Windows lane runs. The others are about Linux or need a tool that has no Windows build
 #: here (listed in EXCLUDED with the reason, printed at every run so nothing is left out silently).
 LANE = (
@@ -203,11 +210,53 @@ LANE = (
     "tests/test_recipe_upstream.py",
     "tests/test_windows.py",
     "tests/test_signing_portable.py",
+    *ARTIFACT_TESTS,
 )
+_NO_OCLOC = "sweeps the device table with ocloc, which has no Windows build here (oneAPI's cannot be installed)"
 EXCLUDED = {
     "tests/test_build_units.py::test_source_dir_must_exist_and_a_plain_folder_is_hashed":
         "asks git about the folder; git for Windows cannot be had from Debian, PyPI or npm",
+    "tests/test_install.py::test_sysfs_lists_intel_display_controllers_only": _NO_OCLOC,
+    "tests/test_install.py::test_install_picks_the_detected_generation": _NO_OCLOC,
+    "tests/test_install.py::test_install_refuses_an_unknown_stepping_without_a_guess": _NO_OCLOC,
+    "tests/test_install.py::test_detect_without_a_cached_database_sweeps_just_the_present_ids": _NO_OCLOC,
+    "tests/test_install.py::test_windows_path_runs_powershell_and_reads_its_json":
+        "stands a /bin/sh script in for powershell; Windows cannot run it (and Wine has no PowerShell)",
+    "tests/test_install.py::test_dotdot_and_absolute_entries_are_refused_before_anything":
+        "makes the unsafe archive with 7-Zip's -spf, which 7za 16.02 for Windows (npm 7zip-bin) refuses under Wine",
+    "tests/test_install.py::test_link_entries_are_refused":
+        "makes a symlink and archives it with -snl; Wine creates no Windows symlinks",
+    "tests/test_scan.py::test_gnu_ar_long_member_names": "runs GNU ar, which has no Windows build here",
 }
+
+
+ARTIFACTS = HOME / "artifacts"
+
+
+def _artifact_inputs() -> str:
+    h = hashlib.sha256()
+    for name in ("tests/libfixtures.py", *ARTIFACT_TESTS):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def build_artifacts() -> int:
+    """Run the artifact-using files on Linux with IPEX_AOT_TEST_ARTIFACTS set (skipped when nothing changed)."""
+    stamp = ARTIFACTS / "inputs.sha256"
+    wanted = _artifact_inputs()
+    if stamp.is_file() and stamp.read_text(encoding="ascii").strip() == wanted:
+        print(f"windows lane: Linux-built artifacts in {ARTIFACTS} are current", flush=True)
+        return 0
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    ARTIFACTS.mkdir(parents=True)
+    print("windows lane: building ocloc/gcc artifacts on Linux (the same tests, run here first)", flush=True)
+    env = dict(os.environ, IPEX_AOT_TEST_ARTIFACTS=str(ARTIFACTS))
+    rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ARTIFACT_TESTS],
+                        cwd=ROOT, env=env, stdin=subprocess.DEVNULL).returncode
+    if rc == 0:
+        stamp.write_text(wanted + "\n", encoding="ascii")
+    return rc
 
 
 def run_tests(args: list[str]) -> int:
@@ -215,12 +264,17 @@ def run_tests(args: list[str]) -> int:
     import time
 
     python_exe()
+    rc = build_artifacts()
+    if rc != 0:
+        print("error: the Linux side of the Windows lane failed; fix that first", file=sys.stderr)
+        return rc
     for test, why in EXCLUDED.items():
         print(f"windows lane: not run: {test}: {why}", flush=True)
     selection = args or list(LANE)
     deselect = [f"--deselect={test}" for test in EXCLUDED]
     start = time.monotonic()
-    rc = run_python(["-m", "pytest", "-p", "no:cacheprovider", "-rs", *deselect, *selection])
+    env = dict(os.environ, IPEX_AOT_TEST_ARTIFACTS=windows_path(ARTIFACTS))
+    rc = run_python(["-m", "pytest", "-p", "no:cacheprovider", "-rs", *deselect, *selection], env=env)
     print(f"windows lane: {time.monotonic() - start:.0f} s wall time under Wine", flush=True)
     return rc
 

@@ -116,7 +116,9 @@ def liblzma() -> ctypes.CDLL:
     global _lib
     with _lib_lock:
         if _lib is None:
-            names = [n for n in (ctypes.util.find_library("lzma"), "liblzma.so.5", "liblzma.dylib", "liblzma.dll") if n]
+            from ipex_aot import platforms
+
+            names = platforms.host().liblzma_names()
             errors = []
             for name in names:
                 try:
@@ -126,8 +128,8 @@ def liblzma() -> ctypes.CDLL:
                     errors.append(str(e))
             else:
                 raise ToolchainError(
-                    "liblzma (liblzma.so.5) not found for the parallel packer; install xz-utils/liblzma5 "
-                    "or use --engine py7zr"
+                    f"liblzma ({', '.join(names) or 'liblzma.so.5'}) not found for the parallel packer; install "
+                    "xz-utils/liblzma5 or use --engine 7zz or py7zr (on Windows: --engine auto picks one)"
                 )
             lib.lzma_raw_encoder.argtypes = [ctypes.POINTER(_Stream), ctypes.POINTER(_Filter)]
             lib.lzma_raw_encoder.restype = ctypes.c_int

@@ -305,9 +305,30 @@ def default_dict_size(folders: Sequence[Folder]) -> int:
     return min(size, lzma2.DICT_MAX)
 
 
+def choose_engine(sevenzip: str | None = None) -> tuple[str, str]:
+    """The engine this platform can run, fastest first, and why: (engine, reason).
+
+    parallel needs a liblzma it can load with ctypes: every Linux has liblzma.so.5; Windows has
+    none (CPython for Windows links liblzma into _lzma.pyd and exports nothing), so there 7-Zip's
+    command line packs when it is installed, and py7zr, which always works, otherwise.
+    """
+    from ipex_aot import lzma2
+
+    try:
+        lib = lzma2.liblzma()
+        return "parallel", f"liblzma {getattr(lib, '_name', '')} loads".replace("  ", " ")
+    except ToolchainError:
+        pass
+    seven = find_7zz(sevenzip)
+    if seven:
+        return "7zz", f"no liblzma to load on this platform; 7-Zip is {seven}"
+    return "py7zr", "no liblzma to load and no 7-Zip command line on this platform"
+
+
 @dataclass(frozen=True)
 class PackOptions:
-    engine: str = "parallel"
+    #: "auto": :func:`choose_engine`.
+    engine: str = "auto"
     jobs: int = 1
     dict_size: int | None = None
     preset: int = 9
@@ -334,8 +355,15 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
     """(workers, bytes per encoder): as many as ``jobs`` allows while the encoders fit ``memory``."""
     from ipex_aot import lzma2
 
-    per = lzma2.Lzma2Options(dict_size=min(dict_size, max(total, 1 << 16) // 16 * 16 + 16), preset=opts.preset,
-                             mf=opts.mf).memusage()
+    window = min(dict_size, max(total, 1 << 16) // 16 * 16 + 16)
+    try:
+        per = lzma2.Lzma2Options(dict_size=window, preset=opts.preset, mf=opts.mf).memusage()
+    except ToolchainError:
+        if opts.engine == "parallel":
+            raise
+        # No liblzma to ask (Windows); 7-Zip and py7zr still pack. xz(1)'s preset table gives the
+        # encoder's memory as about 10.5x the dictionary (-9: 674 MiB for 64 MiB), so plan with 11x.
+        per = 11 * window
     workers = max(1, min(opts.jobs, opts.memory // max(per, 1)))
     if opts.engine == "parallel":
         workers = min(workers, opts.pieces)
@@ -527,6 +555,10 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     published under the new name).
     """
     opts = options or PackOptions(jobs=settings.jobs)
+    if opts.engine == "auto":
+        engine, why = choose_engine(opts.sevenzip)
+        log.info(f"engine {engine}: {why}")
+        opts = replace(opts, engine=engine)
     if opts.engine not in ENGINES:
         raise UsageError(f"--engine {opts.engine!r}: choose one of {', '.join(ENGINES)}")
     name = recipe_name(recipe)
@@ -611,8 +643,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pack", help="pack a recipe's built generations into one .7z with manifest.json and SUPPORT.md",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", help="recipes/NAME.yaml or NAME")
-    p.add_argument("--engine", choices=ENGINES, default="parallel",
-                   help="parallel: liblzma on every core (default); 7zz: 7-Zip; py7zr: pure Python, one core")
+    p.add_argument("--engine", choices=("auto", *ENGINES), default="auto",
+                   help="parallel: liblzma on every core; 7zz: 7-Zip; py7zr: pure Python, one core; "
+                   "auto (default): parallel where liblzma loads (Linux), else 7zz when installed, else py7zr")
     p.add_argument("--jobs", type=int, help="encoder threads (default MAX_JOBS or every core)")
     p.add_argument("--dict-size", help="LZMA2 dictionary, e.g. 1536m (default: spans the largest library, at most 1.5 GiB)")
     p.add_argument("--memory", default="11g", help="memory budget for the encoders (default 11g); fewer workers run if needed")
