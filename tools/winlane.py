@@ -227,6 +227,7 @@ EXCLUDED = {
     "tests/test_install.py::test_link_entries_are_refused":
         "makes a symlink and archives it with -snl; Wine creates no Windows symlinks",
     "tests/test_scan.py::test_gnu_ar_long_member_names": "runs GNU ar, which has no Windows build here",
+    "tests/test_pack.py::test_cli_fills_pci_ids_and_support_table_from_the_device_database": _NO_OCLOC,
 }
 
 

@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ipex_aot import children, log
+from ipex_aot import children, log, platforms
 from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
@@ -448,11 +448,11 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
             names.append(name)
         for folder in folders:
             (stage / folder.generation).mkdir()
-            # A symlink stages a library without copying gigabytes; 7-Zip stores the file it points to.
-            (stage / folder.entry).symlink_to(folder.library.resolve())
+            # Staged without copying gigabytes: a symlink on Linux, a hard link on Windows.
+            platforms.host().stage_file(folder.library, stage / folder.entry)
             names.append(folder.generation)
         for path in stage.rglob("*"):
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
+            platforms.host().set_mtime(path, mtime)
         # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
         cmd = [exe, "a", "-t7z", f"-m0=lzma2:mf={opts.mf}", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
                "-mtm=off", "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]

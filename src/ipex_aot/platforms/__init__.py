@@ -7,6 +7,8 @@ does; the pipeline steps ask :func:`host` and never test ``os.name`` or
 ``name``                      ``"linux"`` or ``"windows"``
 ``finish_output(f)``          make a finished temporary output look like any other file (permissions)
 ``in_use(path)``              a reason the file cannot be replaced now (a loaded DLL), or None
+``stage_file(src, link)``     put a library where 7-Zip packs it without copying (symlink / hard link)
+``set_mtime(path, t)``        fix a staged entry's time without touching what it links to
 ``configure_console(stream)`` keep a text stream from dying on characters its encoding lacks
 ``liblzma_names()``           where the parallel packer's liblzma may be found
 ``oneapi_roots()``            the oneAPI installer's standard folders

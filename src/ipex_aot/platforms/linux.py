@@ -29,6 +29,16 @@ def in_use(path: Path) -> str | None:
     return None
 
 
+def stage_file(source: Path, link: Path) -> None:
+    """Put SOURCE at LINK for 7-Zip without copying gigabytes: a symlink (7-Zip stores what it points to)."""
+    link.symlink_to(source.resolve())
+
+
+def set_mtime(path: Path, mtime: int) -> None:
+    """Set PATH's own times, not a symlink target's."""
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
 def configure_console(stream: Any) -> None:
     """Under LANG=C the streams are ASCII: print what cannot be encoded as escapes instead of dying."""
     if getattr(stream, "errors", "strict") == "strict" and hasattr(stream, "reconfigure"):

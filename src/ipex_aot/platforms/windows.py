@@ -8,6 +8,8 @@ tests-windows``), which keeps Windows' rules that matter here: no
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,22 @@ def in_use(path: Path) -> str | None:
         return None
     except PermissionError as e:
         return e.strerror or str(e)
+
+
+def stage_file(source: Path, link: Path) -> None:
+    """A hard link (same volume), else a copy: symlinks need a privilege most Windows users lack."""
+    try:
+        os.link(source, link)
+    except OSError:
+        shutil.copyfile(source, link)
+
+
+def set_mtime(path: Path, mtime: int) -> None:
+    """Windows' os.utime cannot leave a link's target alone; a hard-linked library keeps its time (7-Zip
+    is told not to store file times, -mtm=off, so nothing in the archive depends on it)."""
+    if path.is_file() and os.stat(path).st_nlink > 1:
+        return
+    os.utime(path, (mtime, mtime))
 
 
 def configure_console(stream: Any) -> None:
