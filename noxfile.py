@@ -94,7 +94,7 @@ def pack(session: nox.Session) -> None:
 
 @nox.session
 def verify(session: nox.Session) -> None:
-    """Scan every folder of a recipe's archive: each library must hold its own generation natively."""
+    """Every built folder dist/<recipe>/<generation>/ (or, given ARCHIVE.7z, every folder of it) holds its own generation."""
     _ipex_aot(session, "verify", *_recipe_args(session))
 
 
@@ -118,5 +118,5 @@ def variants(session: nox.Session) -> None:
 
 @nox.session
 def release(session: nox.Session) -> None:
-    """build → pack → verify → conformance for a recipe (default: the canary)."""
+    """preflight → build → verify folders → conformance → pack → verify archive → release notes (default: the canary)."""
     _ipex_aot(session, "release", *_recipe_args(session))

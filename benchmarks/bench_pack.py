@@ -1,6 +1,6 @@
 """Benchmark: the parallel packer against 7-Zip on realistic per-generation libraries.
 
-Inputs come from ``/work/shared/bench/make_corpus.py OUT_DIR`` (three ~1.5 GB
+Inputs come from ``make_corpus.py OUT_DIR`` (kept outside this repository; three ~1.5 GB
 variants of one AOT SYCL library that share host code and SPIR-V and differ in
 their device images). ``--limit MB`` packs a slice of each library instead of
 the whole: ``MB`` bytes taken as evenly spread 8 MiB windows, the first half
@@ -16,7 +16,8 @@ and prints archive size, wall time and peak memory (RSS of the whole process
 tree, sampled from /proc every 0.1 s) as ratios, with the load average seen
 before and after (the machine is shared).
 
-    .venv/bin/python benchmarks/bench_pack.py --corpus /work/corpus --limit 256
+    .venv/bin/python benchmarks/bench_pack.py --corpus CORPUS_DIR --limit 256
+    IPEX_AOT_BENCH_CORPUS=CORPUS_DIR .venv/bin/python benchmarks/bench_pack.py --limit 256
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ pack.pack("bench", s, options=pack.PackOptions(engine=sys.argv[3], jobs=int(sys.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
+    ap.add_argument("--corpus", type=Path, default=Path(os.environ["IPEX_AOT_BENCH_CORPUS"])
+                    if os.environ.get("IPEX_AOT_BENCH_CORPUS") else None,
+                    help="make_corpus.py output (default: $IPEX_AOT_BENCH_CORPUS)")
     ap.add_argument("--limit", type=int, default=256, help="MB per library (0 = whole libraries); default 256")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed afterwards)")
     ap.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
@@ -153,6 +156,8 @@ def main() -> None:
     ap.add_argument("--skip-7zz", action="store_true", help="do not run the 7zz reference (ratios are then absent)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    if args.corpus is None:
+        ap.error("give the corpus folder with --corpus DIR or IPEX_AOT_BENCH_CORPUS=DIR")
     sevenzz = shutil.which("7zz") or shutil.which("7z")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-pack-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)

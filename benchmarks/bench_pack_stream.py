@@ -8,7 +8,7 @@ the same inputs: ``7zz a -t7z -m0=lzma2 -mx9 -md=1536m -mmt=1``; our stream
 (CRC pass, cost estimate, ``--pieces`` pieces on 1, 2, 4 workers, 7z
 container); ``7zz t`` of ours; and ``7zz x`` of the last folder from each.
 
-    python3 benchmarks/bench_pack_stream.py --corpus /work/corpus --limit 20 --window 2
+    python3 benchmarks/bench_pack_stream.py --corpus CORPUS_DIR --limit 20 --window 2
     python3 benchmarks/bench_pack_stream.py --inputs a/lib.so b/lib.so c/lib.so
 """
 

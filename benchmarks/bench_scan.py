@@ -1,8 +1,8 @@
 """Scan speed on a realistic multi-GB SYCL library.
 
-    .venv/bin/python benchmarks/bench_scan.py [CORPUS_DIR]     (default: /work/corpus)
+    .venv/bin/python benchmarks/bench_scan.py [CORPUS_DIR]     (default: $IPEX_AOT_BENCH_CORPUS)
 
-The corpus is what ``../shared/bench/make_corpus.py OUT_DIR`` writes: the
+The corpus is what ``make_corpus.py OUT_DIR`` (kept outside this repository) writes: the
 2.3 GB AOT library ``libitex_gpu_internal.so`` of a public wheel (three
 generations in 1438 fat binaries) and one ~1.5 GB per-generation variant per
 folder. For each library this prints the scan time cold (the file's pages
@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO / "src"))
 from ipex_aot.scan import Signatures, scan_file  # noqa: E402
 
 GOAL_S = 5.0
+#: Where the corpus is when no folder is given on the command line.
+CORPUS_ENV = "IPEX_AOT_BENCH_CORPUS"
 
 
 def evict(path: Path) -> None:
@@ -46,9 +48,13 @@ def timed(path: Path, method: str | None, cold: bool) -> tuple[float, object]:
 
 
 def main() -> int:
-    corpus = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/corpus")
+    given = sys.argv[1] if len(sys.argv) > 1 else os.environ.get(CORPUS_ENV, "")
+    if not given:
+        print(f"error: give the corpus folder: bench_scan.py CORPUS_DIR, or set {CORPUS_ENV}", file=sys.stderr)
+        return 2
+    corpus = Path(given)
     if not (corpus / "corpus.json").is_file():
-        print(f"no corpus at {corpus} (run ../shared/bench/make_corpus.py {corpus} first)")
+        print(f"no corpus at {corpus} (run make_corpus.py {corpus} first)")
         return 1
     meta = json.loads((corpus / "corpus.json").read_text())
     libs = [corpus / "libitex_gpu_internal.so"] + [corpus / g / "libitex_gpu_internal.so"

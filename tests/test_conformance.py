@@ -199,6 +199,8 @@ def test_skipped_device_is_reported_skipped(tmp_path, canary_wheel):
     assert report["verdict"] == "skipped" and report["reasons"] == ["no XPU device (torch.xpu.is_available() is False)"]
     assert report["static"]["ok"]  # the static half ran all the same
     assert "12.55.8 xpu: SKIPPED: no XPU device" in proc.stderr
+    # The frame's closing line agrees with the verdict (issue 12, stumble 11: it said "ok" after SKIPPED).
+    assert "<== conformance 12.55.8 on xpu: skipped (" in proc.stderr and "xpu: ok (" not in proc.stderr
     strict = cli(tmp_path, "canary", "--device", "xpu", "--require-device")
     assert strict.returncode == ConformanceError.exit_code and "skipped for 12.55.8/xpu" in strict.stderr
 

@@ -43,7 +43,7 @@ from ipex_aot import children, log, platforms
 from ipex_aot.download import MAX_DOWNLOAD, fetch_archive, is_url
 from ipex_aot.errors import ArchiveError, InstallError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
-from ipex_aot.generation import generation_order
+from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.gpus import (  # noqa: F401 - detection lived here; importers of these names keep working
     INTEL_VENDOR,
     POWERSHELL_QUERY,
@@ -444,6 +444,8 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
         db_note = None
         if not generation:
             gpus, db_note = detect(settings, sysfs_root=sysfs_root, db=db)
+        elif not is_generation(generation) and generation not in info.manifest["folders"]:
+            generation = _generation_of_name(generation, settings, db)
         gen = choose_generation(info, generation, gpus, db_note)
         entry = info.manifest["folders"][gen]
         log.info(f"generation {gen}: {entry['file']} -> {lib}")
@@ -452,8 +454,9 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
         work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=lib.parent))
         try:
             start = time.monotonic()
-            log.info(f"extracting {entry['file']} ({entry.get('size', 0) / 1e6:,.0f} MB; a solid archive is read "
-                     "from its start, so this can take minutes)")
+            size = int(entry["size"])
+            slow = "; a solid archive is read from its start, so this can take minutes" if size > 100e6 else ""
+            log.info(f"extracting {entry['file']} ({_human_size(size)}{slow})")
             new = extract_member(archive, entry["file"], work, settings, engine=engine)
             log.info(f"extracted in {time.monotonic() - start:.1f} s")
             size = new.stat().st_size
@@ -478,6 +481,23 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
             lock.release()
         log.info(f"installed {gen} into {lib} (backup {record['backup']})")
         return record
+
+
+def _human_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _generation_of_name(name: str, settings: Settings, db: Any) -> str:
+    """An ocloc device name (acm-g10) or PCI ID as --generation, resolved like build --device resolves it."""
+    from ipex_aot.devices import load_database
+
+    database = db if db is not None else load_database(settings)
+    generation = database.resolve(name)
+    log.info(f"--generation {name}: generation {generation}")
+    return generation
 
 
 def _install_lock(lib: Path) -> Any:
@@ -591,7 +611,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--app", type=Path, help="the app's folder (e.g. \"C:\\Program Files\\Demucs-GUI\"); "
                    "intel_extension_for_pytorch is looked for inside it")
     p.add_argument("--ipex-dir", type=Path, help="site-packages (or the package folder) holding the install")
-    p.add_argument("--generation", help="generation code to install, e.g. 12.55.8 (default: detected)")
+    p.add_argument("--generation", help="generation to install: a code (12.55.8), an ocloc device name (acm-g10) "
+                   "or a PCI ID, as build --device takes them (default: detected)")
     p.add_argument("--rollback", action="store_true", help="restore the library from before the last install")
     p.add_argument("--engine", choices=("7z", "py7zr"), help="extractor (default: 7zz/7z when installed)")
     add_trust_arguments(p)

@@ -56,9 +56,18 @@ def error(message: str) -> None:
         print(f"error: {message}", file=_stream(), flush=True)
 
 
+class StepOutcome:
+    """What the closing line of a :func:`step` says when it ends without an exception (``ok`` by default)."""
+
+    verdict = "ok"
+
+
 @contextlib.contextmanager
-def step(title: str) -> Iterator[None]:
+def step(title: str) -> Iterator[StepOutcome]:
     """Frame a unit of work: ``==> title`` … ``<== title: ok (1.2 s)``.
+
+    The step's body may set ``outcome.verdict`` (``with step(t) as outcome``) when "ok" would be
+    untrue, e.g. ``skipped``: a frame never says ok about work that did not run.
 
     Under GitHub Actions the outermost step is also a log group (groups do not
     nest there); its closing line stays outside the group, so the verdict shows
@@ -71,8 +80,9 @@ def step(title: str) -> Iterator[None]:
     info(f"==> {title}")
     start = time.monotonic()
     _depth += 1
+    outcome = StepOutcome()
     try:
-        yield
+        yield outcome
     except BaseException:
         _depth -= 1
         if group:
@@ -82,7 +92,7 @@ def step(title: str) -> Iterator[None]:
     _depth -= 1
     if group:
         info("::endgroup::")
-    info(f"<== {title}: ok ({time.monotonic() - start:.1f} s)")
+    info(f"<== {title}: {outcome.verdict} ({time.monotonic() - start:.1f} s)")
 
 
 class Progress:

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 #: Device kinds a release is checked on: the GPU it is for, and the CPU path every machine has.
 RELEASE_DEVICES = ("xpu", "cpu")
 
+#: The one description of the order; noxfile.py's release session and the README's sessions table say it
+#: word for word (tests/test_first_hour.py compares the three).
+STEP_ORDER = "preflight → build → verify folders → conformance → pack → verify archive → release notes"
+
 
 @dataclass
 class ReleaseReport:
@@ -245,8 +249,9 @@ def _cmd_release(args: argparse.Namespace, settings: Settings) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "release",
-        help="build → verify → conformance → pack → verify archive, with release notes",
-        description="Run a recipe's whole release into dist/<recipe>/ (default recipe of `nox`: the canary).",
+        help=STEP_ORDER,
+        description=f"Run a recipe's whole release into dist/<recipe>/: {STEP_ORDER} (default recipe of `nox`: "
+                    "the canary).",
     )
     p.add_argument("recipe", help="recipe file or name, e.g. recipes/canary.yaml")
     p.add_argument("--keep-going", action="store_true", help="build the other generations when one fails (the release still stops)")

@@ -273,7 +273,7 @@ def run_conformance(
             report = _base(record, generation, device, library)
             failures: list[str] = []
             skips: list[str] = []
-            with log.step(f"conformance {generation} on {device}"):
+            with log.step(f"conformance {generation} on {device}") as outcome:
                 report["static"] = _static(library, generation, settings)
                 if not report["static"]["ok"]:
                     failures.append(report["static"]["error"])
@@ -282,6 +282,7 @@ def run_conformance(
                                  probe, lookup or database_lookup(settings))
                 _finish(report, failures, skips, started)
                 log.info(rep.summary_line(report))
+                outcome.verdict = {"pass": "ok", "skipped": "skipped", "fail": "FAILED"}.get(report["verdict"], "ok")
             if options.write:
                 write_json(out_dir / f"{generation}-{device}.json", report)
             reports.append(report)
