@@ -3,6 +3,7 @@
 # ruff: noqa: F811 - fixtures imported from test_install are parameters here
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,33 @@ def test_the_step_order_is_said_one_way_everywhere():
     assert STEP_ORDER in next(ln for ln in readme.splitlines() if ln.startswith("| `release` (default)"))
     verify = next(ln for ln in listing.splitlines() if ln.lstrip("*- ").startswith("verify ->"))
     assert "archive's" not in verify and "dist/<recipe>/<generation>/" in verify
+
+
+def test_detect_without_a_gpu_says_where_it_looked_and_what_to_do():
+    # Stumble 7 (this machine has no Intel GPU and no Intel driver: the real answer, not a fake one).
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "detect"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "no Intel GPU found" in proc.stderr and "/sys/bus/pci/devices" in proc.stderr
+    assert "drivers asked: opencl:" in proc.stderr and "--generation" in proc.stderr
+    js = subprocess.run([sys.executable, "-m", "ipex_aot", "detect", "--json"], capture_output=True, text=True,
+                        timeout=120)
+    assert js.returncode == 1 and json.loads(js.stdout)["gpus"] == []
+    helptext = subprocess.run([sys.executable, "-m", "ipex_aot", "detect", "--help"], capture_output=True,
+                              text=True).stdout
+    assert "1: no Intel GPU" in " ".join(helptext.split()) and "--json" in helptext
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### `ipex-aot detect"):readme.index("### `ipex-aot install")]
+    assert "Exit codes" in section and "no Intel GPU" in section
+
+
+def test_the_readme_states_exit_codes_for_every_command():
+    from ipex_aot.cli import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("**Exit codes by command**"):readme.index("Environment: `OCLOC`")]
+    listed = {name.strip("` ") for row in table.splitlines()[4:] if row.startswith("| `")
+              for name in row.split("|")[1].split(",")}
+    listed = {name.split()[0] for name in listed}
+    parser = build_parser()
+    commands = set(next(a for a in parser._actions if a.dest == "command").choices)
+    assert commands <= listed, f"no exit codes in the README for: {sorted(commands - listed)}"

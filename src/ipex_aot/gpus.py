@@ -448,12 +448,21 @@ def _database_for(gpus: Sequence[Gpu], settings: Settings) -> Any:
 
 # --- command line --------------------------------------------------------------------------
 
+def _pci_where() -> str:
+    """Where the PCI listing comes from on this host, in words a user can check by hand."""
+    if sys.platform == "win32":
+        return "PowerShell's Get-CimInstance Win32_VideoController"
+    return "/sys/bus/pci/devices"
+
+
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     d = sub.add_parser("detect", help="this machine's Intel GPUs and their exact generations (driver first)",
                        description="Ask the GPU drivers (OpenCL, Level Zero) for each Intel GPU's IP version, "
                                    "then the device database for the PCI device and revision IDs. Exit 0: every "
                                    "GPU has an exact generation; 1: no Intel GPU; 5: a GPU whose generation "
-                                   "cannot be decided (its candidates and the rule are printed).")
+                                   "cannot be decided (its candidates and the rule are printed). --json "
+                                   "prints the same answer as JSON with the same exit code (no GPU: "
+                                   "\"gpus\": [] and exit 1).")
     d.add_argument("--json", action="store_true", help="print JSON on stdout")
     d.set_defaults(func=_cmd_detect)
 
@@ -472,7 +481,11 @@ def _cmd_detect(args, settings: Settings) -> int:  # noqa: ANN001
         print(json.dumps(found.to_json(), indent=2))
         return code
     if not found.gpus:
-        log.info("no Intel GPU found")
+        log.info(f"no Intel GPU found: the drivers listed none, and {_pci_where()} shows no Intel display "
+                 "controller (vendor 8086, class 03xxxx). With an Intel GPU here, install its graphics driver "
+                 "(Windows: 31.0.101.4953 or newer; Linux: intel-opencl-icd or Intel's compute runtime) and run "
+                 "detect again; to install without detection, give the folder: ipex-aot install ARCHIVE.7z "
+                 "--generation 12.55.8 (exit code 1)")
         return code
     for g in found.gpus:
         rev = f"rev {g.revision:02X}" if g.revision is not None else "rev ?"
