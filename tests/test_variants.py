@@ -19,7 +19,7 @@ from test_build import cache_dir, cli_env, write_recipe  # noqa: F401 - the sess
 from ipex_aot.scan import scan_file
 
 REPO = Path(__file__).resolve().parents[1]
-GENERATIONS = ["12.55.8", "12.60.7"]
+GENERATIONS = ["12.0.0", "12.55.8", "12.60.7"]
 LIB = "ipex_aot_canary/lib/libcanary-gpu.so"
 
 
@@ -209,7 +209,8 @@ def test_uv_installs_the_variants_and_takes_the_null_variant_without_running_plu
 #: (PCI device ID, IP version the driver reports, PCI slot) of the fake OpenCL ICD (tests/fakegpu.py).
 ARC_A770 = (0x56A0, "12.55.8", "0000:03:00.0")
 MAX_1550 = (0x0BD5, "12.60.7", "0000:3a:00.0")
-IRIS_XE = (0x9A49, "12.0.0", "0000:00:02.0")  # a generation this release does not hold
+IRIS_XE = (0x9A49, "12.0.0", "0000:00:02.0")  # Tiger Lake's integrated GPU, at the IGD's address
+METEOR_LAKE = (0x7D55, "12.70.4", "0000:00:02.0")  # a generation this release does not hold
 
 
 def with_fake_driver(env: dict, fake_icd: Path, vendors: Path, *gpus: tuple) -> dict:
@@ -221,9 +222,11 @@ def with_fake_driver(env: dict, fake_icd: Path, vendors: Path, *gpus: tuple) -> 
     ((ARC_A770,), ["12.55.8"], ["12.55.8", "null"]),
     ((MAX_1550,), ["12.60.7"], ["12.60.7", "null"]),
     ((), [], ["null"]),
-    ((IRIS_XE,), ["12.0.0"], ["null"]),  # a generation the release lacks: the JIT fallback
-    ((IRIS_XE, ARC_A770), ["12.0.0", "12.55.8"], ["12.55.8", "null"]),  # iGPU beside an Arc dGPU
-], ids=["arc-a770", "max-1550", "no-gpu", "other-generation", "igpu-and-dgpu"])
+    ((METEOR_LAKE,), ["12.70.4"], ["null"]),  # a generation the release lacks: the JIT fallback
+    ((IRIS_XE,), ["12.0.0"], ["12.0.0", "null"]),
+    # An iGPU beside an Arc card, the iGPU enumerated first: the card's build first, the iGPU's next.
+    ((IRIS_XE, ARC_A770), ["12.55.8", "12.0.0"], ["12.55.8", "12.0.0", "null"]),
+], ids=["arc-a770", "max-1550", "no-gpu", "other-generation", "igpu-only", "igpu-and-dgpu"])
 def test_variantlib_selects_the_wheel_of_the_gpu_the_driver_reports(made, fake_icd, tmp_path, gpus, detected, ranked):
     _, _, env, _, folder = made
     (index,) = folder.glob("*-variants.json")
@@ -261,8 +264,18 @@ def test_a_wheel_variantlib_cannot_read_is_exit_12_and_the_old_folder_stays(made
 
 def test_a_generation_not_built_is_one_line_and_exit_2(made):
     _, recipe, env, _, _ = made
-    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--generation", "12.0.0"],
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--generation", "12.10.0"],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert "no finished build of 12.0.0; run `ipex-aot build canary --generation 12.0.0` first" in line
+    assert "no finished build of 12.10.0; run `ipex-aot build canary --generation 12.10.0` first" in line
+
+
+@pytest.mark.parametrize(("slot", "integrated"), [
+    ("0000:00:02.0", True), ("00:02.0", True), ("0000:03:00.0", False), ("0000:00:02.1", False),
+    ("PCI\\VEN_8086&DEV_56A0&SUBSYS_10208086&REV_08\\6&1A2B3C4D&0&00080008", False), ("opencl:0", False),
+])
+def test_integrated_gpu_is_told_by_its_pci_address(slot, integrated):
+    from ipex_aot.variant_provider import is_integrated_slot
+
+    assert is_integrated_slot(slot) is integrated

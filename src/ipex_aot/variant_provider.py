@@ -22,6 +22,7 @@ on another (12.55.8 code on a 12.55.1 GPU is no better than JIT), so no
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 NAMESPACE = "intel_gpu"
@@ -59,7 +60,17 @@ def machine_ip_versions() -> list[str]:
         gpus, _ = detect(Settings.from_env())
     except (IpexAotError, OSError):
         return []
-    return list(dict.fromkeys(g.generation for g in gpus if g.generation))
+    # Discrete before integrated: with an iGPU beside an Arc card the app computes on the card, so
+    # its generation is the one to install first (sorted() is stable: detection order otherwise).
+    ordered = sorted(gpus, key=lambda g: is_integrated_slot(g.slot))
+    return list(dict.fromkeys(g.generation for g in ordered if g.generation))
+
+
+def is_integrated_slot(slot: str) -> bool:
+    """True for PCI address 00:02.0 (any domain): where Intel client platforms put the integrated GPU
+    (the IGD is device 2 on bus 0); a discrete card is on a bus of its own. False when the slot is
+    not a PCI address (a Windows PNP ID): then detection order stands."""
+    return re.fullmatch(r"(?:[0-9A-Fa-f]{4}:)?00:02\.0", slot) is not None
 
 
 def known_generations() -> list[str]:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from ipex_aot import log
 from ipex_aot.errors import UsageError, VariantError
+from ipex_aot.generation import sort_generations
 from ipex_aot.settings import Settings, child_env
 from ipex_aot.variant_provider import FEATURE, NAMESPACE, PLUGIN_API
 
@@ -145,7 +146,7 @@ def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> 
     if not built:
         raise UsageError(f"{root}: no finished generation build; run `ipex-aot build {recipe.name}` first")
     wheels: dict[str, Path] = {}
-    for generation in wanted or sorted(built):
+    for generation in wanted or sort_generations(built):
         rel = built[generation].get("wheel")
         wheel = root / rel if rel else None
         if wheel is None or not wheel.is_file():
