@@ -150,11 +150,11 @@ def test_fallback_of_another_release_is_refused_and_nothing_changes(made, tmp_pa
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
-def test_no_build_yet_is_one_line_and_exit_2(tmp_path, cache_dir):  # noqa: F811
+def test_no_build_yet_is_one_line_and_exit_7(tmp_path, cache_dir):  # noqa: F811
     recipe = write_recipe(tmp_path / "recipes", GENERATIONS)
     proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe)],
                           env=cli_env(tmp_path / "dist", cache_dir), capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 7
     (line,) = proc.stderr.strip().splitlines()
     assert "no finished generation build; run `ipex-aot build canary` first" in line
     assert not (tmp_path / "dist" / "canary" / "variants").exists()
@@ -262,11 +262,11 @@ def test_a_wheel_variantlib_cannot_read_is_exit_12_and_the_old_folder_stays(made
     assert not list((dist / "canary").glob(".variants.*"))
 
 
-def test_a_generation_not_built_is_one_line_and_exit_2(made):
+def test_a_generation_not_built_is_one_line_and_exit_7(made):
     _, recipe, env, _, _ = made
     proc = subprocess.run([sys.executable, "-m", "ipex_aot", "variants", str(recipe), "--generation", "12.10.0"],
                           env=env, capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 7
     (line,) = proc.stderr.strip().splitlines()
     assert "no finished build of 12.10.0; run `ipex-aot build canary --generation 12.10.0` first" in line
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ipex_aot import log
-from ipex_aot.errors import UsageError, VariantError
+from ipex_aot.errors import BuildError, UsageError, VariantError
 from ipex_aot.generation import sort_generations
 from ipex_aot.settings import Settings, child_env
 from ipex_aot.variant_provider import FEATURE, NAMESPACE, PLUGIN_API
@@ -141,16 +141,16 @@ def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> 
     wanted = list(wanted)
     missing = [g for g in wanted if g not in built]
     if missing:
-        raise UsageError(f"{root}: no finished build of {', '.join(missing)}; run `ipex-aot build {recipe.name} "
+        raise BuildError(f"{root}: no finished build of {', '.join(missing)}; run `ipex-aot build {recipe.name} "
                          f"--generation {missing[0]}` first")
     if not built:
-        raise UsageError(f"{root}: no finished generation build; run `ipex-aot build {recipe.name}` first")
+        raise BuildError(f"{root}: no finished generation build; run `ipex-aot build {recipe.name}` first")
     wheels: dict[str, Path] = {}
     for generation in wanted or sort_generations(built):
         rel = built[generation].get("wheel")
         wheel = root / rel if rel else None
         if wheel is None or not wheel.is_file():
-            raise UsageError(f"{root / generation / 'build.json'}: the wheel it names ({rel}) is missing; "
+            raise BuildError(f"{root / generation / 'build.json'}: the wheel it names ({rel}) is missing; "
                              f"rebuild with `ipex-aot build {recipe.name} --generation {generation} --force`")
         wheels[generation] = wheel
     names = {w.name for w in wheels.values()}
