@@ -116,7 +116,8 @@ def test_malformed_pci_ids_are_device_errors(text):
 
 @pytest.mark.parametrize("name,want", [("xe-hpg", "Xe-HPG"), ("xe-hpc", "Xe-HPC"), ("xe-lpg", "Xe-LPG"),
                                        ("gen12lp", "Xe"), ("xe-lp", "Xe"), ("xe2", "Xe2"), ("xe3", "Xe3"),
-                                       ("xe2-hpg", "Xe2-HPG"), ("xe-lpgplus", "Xe-LPG+"), ("gen9", "Gen9")])
+                                       ("xe2-hpg", "Xe2-HPG"), ("xe-lpgplus", "Xe-LPG+"), ("gen9", "Gen9"),
+                                       ("xe3p-lpg", "Xe3P-LPG"), ("xe3p", "Xe3P")])
 def test_architecture_names_follow_one_formatting_rule(name, want):
     assert architecture_name(name) == want
 
@@ -178,6 +179,50 @@ def test_lookup_cli_exact_candidates_and_unknown(full):
         assert proc.returncode == errors.DeviceError.exit_code, bad
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
         assert proc.stdout == ""
+
+
+def _ids(env: dict[str, str], name: str) -> list[str]:
+    """`ocloc ids NAME` of the ocloc this table was swept with, run by hand."""
+    out = subprocess.run([env.get("OCLOC") or "ocloc", "ids", name], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()]
+
+
+@pytest.mark.slow
+def test_every_row_lists_every_stepping_ocloc_names_for_its_product(full):
+    """A row holds each generation `ocloc ids` gives for any name of the same product (major.minor)."""
+    data, env = full["json"], full["env"]
+    for row in data["rows"]:
+        products = {tuple(g.split(".")[:2]) for g in row["generations"]}
+        for name in row["codenames"]:  # a deprecated name ocloc printed (xe_hp_sdv) is not in its list
+            assert set(data["names"].get(name, [])) <= set(row["generations"]), (row["pci_ids"][0], name)
+        named = {g for vs in data["names"].values() for g in vs if tuple(g.split(".")[:2]) in products}
+        assert named <= set(row["generations"]), row["pci_ids"][0]
+        assert row["told_apart_by"] == ("none" if len(row["generations"]) == 1 else row["told_apart_by"])
+        assert row["rule"]
+    dg2 = _row(data, "56A0")
+    assert dg2["told_apart_by"] == "revision" and dg2["revisions"]["56A0"]["8"] == "12.55.8"
+    assert "rev 8 → 12.55.8" in dg2["rule"]
+    if full["which"] != "sid":
+        return
+    # The figures of the issue, with Debian sid's ocloc: steppings ocloc's PCI-ID mapping never reaches.
+    for pci, want, acronyms in (("7D40", ["12.70.0", "12.70.4"], ["mtl-u-a0", "mtl-u-b0"]),
+                                ("7D55", ["12.71.0", "12.71.4"], ["mtl-h-a0", "mtl-h-b0"]),
+                                ("7D51", ["12.74.0", "12.74.4"], ["arl-h-a0", "arl-h-b0"]),
+                                ("64A0", ["20.4.0", "20.4.1", "20.4.4"], ["lnl-a0", "lnl-a1", "lnl-b0"])):
+        row = _row(data, pci)
+        assert row["generations"] == want == sort_generations({g for a in acronyms for g in _ids(env, a)})
+        assert row["told_apart_by"] == "ip_version" and "reports its IP version" in row["rule"]
+        assert set(row["revisions"][pci].values()) == {want[0]}  # what -device 0xID -revision_id N gives
+        md = next(r for r in parse_markdown(full["md"]) if pci in r["pci_ids"])
+        assert md["generations"] == want
+        line = next(ln for ln in full["md"].splitlines() if f"`{pci}`" in ln)
+        assert "the GPU reports which: ipex-aot detect" in line
+        proc = _cli("devices", "lookup", pci, "--revision", "4", env=env)
+        assert proc.returncode == 0 and proc.stdout.split() == want, proc.stderr
+        assert "cannot tell" in proc.stderr and "ipex-aot detect" in proc.stderr
+        answer = json.loads(_cli("devices", "lookup", pci, "--json", env=env).stdout)
+        assert answer["generation"] is None and answer["candidates"] == want
+        assert answer["told_apart_by"] == "ip_version"
 
 
 @pytest.mark.slow

@@ -52,7 +52,8 @@ from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdo
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import printable
 
-SCHEMA = 1
+#: 2: rows list every stepping ocloc knows for the product, with how they are told apart.
+SCHEMA = 2
 ALL_IDS = range(0x10000)
 #: The kernel every probe compiles: one line, so the compiler's time is start-up only.
 KERNEL = b"kernel void k(global int *a) { a[0] = 1; }\n"
@@ -83,15 +84,15 @@ def architecture_name(family: str) -> str:
 
     A formatting rule, not a table: ``genN`` → ``GenN`` except Gen12 LP, which
     Intel sells as Xe (ocloc calls it both ``gen12lp`` and ``xe-lp``);
-    ``xeN-abc`` → ``XeN-ABC``; a ``plus`` suffix becomes ``+``.
+    ``xeN-abc`` → ``XeN-ABC`` (``xe3p`` → ``Xe3P``); a ``plus`` suffix becomes ``+``.
     """
     name = family.strip().lower().replace("_", "-")
     m = re.fullmatch(r"gen(\d+)(.*)", name)
     if m:
         return "Xe" if int(m.group(1)) >= 12 else f"Gen{m.group(1)}{m.group(2).upper()}"
-    m = re.fullmatch(r"xe(\d*)(?:-(.+))?", name)
+    m = re.fullmatch(r"xe(\d*p?)(?:-(.+))?", name)
     if m:
-        base = f"Xe{m.group(1)}"
+        base = f"Xe{m.group(1).upper()}"
         suffix = m.group(2) or ""
         if not suffix or (suffix == "lp" and not m.group(1)):
             return base
@@ -767,13 +768,36 @@ class DeviceRow:
     product: str = ""  # codename from pci.ids, e.g. "Alder Lake-N"
     target: str = ""  # what ocloc matched the IDs to
     default: Mapping[str, str] = field(default_factory=dict)  # pci_id -> generation without a revision
+    #: How the generations are told apart: "none" (one generation), "revision" (ocloc maps PCI
+    #: revisions to different ones: Alchemist, Ponte Vecchio) or "ip_version" (every revision compiles
+    #: to one of them: the GPU reports its IP version and the driver uses it, Meteor Lake and later).
+    told_apart_by: str = "none"
+
+    @property
+    def rule(self) -> str:
+        """How a user tells this row's generations apart, in one sentence."""
+        if self.told_apart_by == "ip_version":
+            return (f"the PCI ID and revision cannot tell {', '.join(self.generations)} apart: this GPU reports its "
+                    "IP version (GMD ID) and the driver builds for it (compute-runtime getProductConfigFromHwInfo); "
+                    "run `ipex-aot detect` on the machine, which asks the driver (OpenCL "
+                    "CL_DEVICE_IP_VERSION_INTEL, Level Zero)")
+        if self.told_apart_by == "revision":
+            maps = {tuple(sorted(m.items())) for m in self.revisions.values() if m}
+            steps = _revision_steps(dict(next(iter(maps)))) if len(maps) == 1 else "per PCI ID, see --json"
+            reached = {g for m in self.revisions.values() for g in m.values()} | set(self.default.values())
+            unreached = [g for g in self.generations if g not in reached]
+            tail = f"; ocloc maps no revision to {', '.join(unreached)}" if unreached else ""
+            return (f"the PCI revision (stepping) picks the generation: {steps}{tail}; read it with "
+                    "`lspci -nn -s <slot>` (rev xx) or /sys/bus/pci/devices/*/revision")
+        return "one generation for every revision"
 
     def to_json(self) -> dict:
         return {"pci_ids": list(self.pci_ids), "codenames": list(self.codenames),
                 "architecture": self.architecture, "generations": list(self.generations),
                 "names": list(self.names), "product": self.product, "target": self.target,
                 "revisions": {p: {str(r): g for r, g in sorted(m.items())} for p, m in sorted(self.revisions.items())},
-                "default": dict(sorted(self.default.items()))}
+                "default": dict(sorted(self.default.items())), "told_apart_by": self.told_apart_by,
+                "rule": self.rule}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> DeviceRow:
@@ -781,7 +805,25 @@ class DeviceRow:
                    generations=tuple(d["generations"]), names=tuple(d["names"]),
                    revisions={p: {int(r): str(g) for r, g in m.items()} for p, m in d.get("revisions", {}).items()},
                    product=str(d.get("product", "")), target=str(d.get("target", "")),
-                   default=dict(d.get("default", {})))
+                   default=dict(d.get("default", {})), told_apart_by=str(d.get("told_apart_by", "none")))
+
+
+def _revision_steps(rmap: Mapping[int, str]) -> str:
+    """``rev 0, 2, 3, 5-7, 9 → 12.55.0; rev 1 → 12.55.1; …`` (revisions ocloc was asked about)."""
+    by_gen: dict[str, list[int]] = collections.defaultdict(list)
+    for r, g in sorted(rmap.items()):
+        by_gen[g].append(r)
+    parts = []
+    for g in sorted(by_gen, key=generation_order):
+        runs: list[list[int]] = []
+        for r in by_gen[g]:
+            if runs and r == runs[-1][-1] + 1:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        spans = [f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs]
+        parts.append(f"rev {', '.join(spans)} → {g}")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -796,6 +838,7 @@ class Lookup:
     def to_json(self) -> dict:
         return {"pci_id": self.pci_id, "revision": self.revision, "generation": self.generation,
                 "candidates": list(self.candidates), "rule": self.rule,
+                        "told_apart_by": self.row.told_apart_by,
                 "codenames": list(self.row.codenames), "architecture": self.row.architecture,
                 "names": list(self.row.names), "product": self.row.product}
 
@@ -812,8 +855,17 @@ def _architecture(gens: Iterable[str], names: Mapping[str, list[str]], groups: I
 
 
 def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[DeviceRow]:
-    """One row per product: PCI IDs with the same set of generations (and target) share a row."""
+    """One row per product: PCI IDs with the same set of generations (and target) share a row.
+
+    A row lists every generation ocloc knows for its product (the ``major.minor``
+    of what its PCI IDs compile to), from every name ``ocloc ids`` answers for:
+    ``mtl-h-b0`` = 12.71.4 belongs to the 7D55 row although ``-device 0x7d55``
+    compiles 12.71.0 for every revision. Generations that some PCI revision
+    reaches are told apart by the revision; the others only by the IP version
+    the GPU reports (:attr:`DeviceRow.rule`).
+    """
     group_set = set(result.groups)
+    known = {g for vs in result.names.values() for g in vs}
     by_key: dict[tuple[str, tuple[str, ...]], list[str]] = collections.defaultdict(list)
     for pid, target in result.targets.items():
         held = set(result.revisions.get(pid, {}).values())
@@ -821,7 +873,14 @@ def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[Device
             held.add(result.default[pid])
         by_key[(target, tuple(sorted(held, key=generation_order)))].append(pid)
     rows = []
-    for (target, gens), pids in by_key.items():
+    for (target, reached), pids in by_key.items():
+        products = {Generation.parse(g).product for g in reached}
+        gens = tuple(sorted(set(reached) | {g for g in known if Generation.parse(g).product in products},
+                            key=generation_order))
+        # ocloc telling revisions apart is what marks a revision-decided product (Alchemist, Ponte
+        # Vecchio). Where every revision compiles to one generation but ocloc names more steppings
+        # (Meteor Lake and later), the GPU's reported IP version is what decides.
+        told = "none" if len(gens) == 1 else ("revision" if len(reached) > 1 else "ip_version")
         gen_set = set(gens)
         codenames = [n for n, vs in result.names.items() if vs and n not in group_set and set(vs) <= gen_set]
         if target in result.names and target not in codenames and target not in group_set:
@@ -836,7 +895,8 @@ def build_rows(result: SweepResult, pci_names: Mapping[str, str]) -> list[Device
                               generations=gens, names=tuple(shown),
                               revisions={p: result.revisions.get(p, {}) for p in pids},
                               product=product_name(raw), target=target,
-                              default={p: result.default[p] for p in pids if p in result.default}))
+                              default={p: result.default[p] for p in pids if p in result.default},
+                              told_apart_by=told))
     rows.sort(key=lambda r: (generation_order(r.generations[0]) if r.generations else (-1, ''), r.pci_ids))
     return rows
 
@@ -912,20 +972,19 @@ class DeviceDatabase:
                               "can compile for")
         rmap = dict(row.revisions.get(pid, {}))
         cands = tuple(row.generations)
-        steps = ", ".join(f"rev {r} → {g}" for r, g in sorted(rmap.items()))
         if len(cands) == 1:
-            return Lookup(pid, revision, cands[0], cands, "one generation for every revision", row)
-        rule = (f"the PCI revision (stepping) picks the generation: {steps}; read it with `lspci -nn -s <slot>` "
-                "(rev xx) or /sys/bus/pci/devices/*/revision" if rmap else
-                "ocloc does not tell the steppings apart; the newest generation runs on current retail parts")
-        if revision is None:
-            return Lookup(pid, None, None, cands, rule, row)
+            return Lookup(pid, revision, cands[0], cands, row.rule, row)
+        rule = row.rule
+        if row.told_apart_by == "revision" and rmap and {tuple(sorted(m.items())) for m in row.revisions.values()} \
+                != {tuple(sorted(rmap.items()))}:
+            rule = rule.replace("per PCI ID, see --json", _revision_steps(rmap))
+        if revision is None or row.told_apart_by != "revision":
+            return Lookup(pid, revision, None, cands, rule, row)
         if revision < 0:
             raise DeviceError(f"revision {revision} is negative; give the PCI revision as printed by lspci")
         if revision in rmap:
             return Lookup(pid, revision, rmap[revision], cands, f"ocloc maps {pid} rev {revision} to {rmap[revision]}", row)
-        below = [r for r in rmap if r <= revision]
-        if below and revision > max(rmap):
+        if rmap and revision > max(rmap):
             gen = rmap[max(rmap)]
             return Lookup(pid, revision, gen, cands,
                           f"rev {revision} is past the newest stepping ocloc was asked about (rev {max(rmap)}); "
@@ -958,9 +1017,13 @@ class DeviceDatabase:
                 continue
             code = ", ".join(f"`{c}`" for c in r.codenames)
             codename = f"{r.product} ({code})" if r.product and code else (r.product or code)
-            lines.append("| {} | {} | {} | {} | {} |\n".format(
+            # How the codes are told apart, without backticks (readers take the codes from the backticks).
+            how = {"revision": " (by PCI revision: `ipex-aot devices lookup ID --revision REV`)",
+                   "ip_version": " (the GPU reports which: `ipex-aot detect`)"}.get(r.told_apart_by, "")
+            how = how.replace("`", "") if len(gens) > 1 else ""
+            lines.append("| {} | {} | {} | {}{} | {} |\n".format(
                 " ".join(f"`{p}`" for p in r.pci_ids), _md(codename), _md(r.architecture),
-                " ".join(f"`{g}`" for g in gens), " ".join(f"`{_md(n)}`" for n in r.names)))
+                " ".join(f"`{g}`" for g in gens), how, " ".join(f"`{_md(n)}`" for n in r.names)))
         return "".join(lines)
 
 
