@@ -246,6 +246,22 @@ def test_cli_builds_one_generation_chosen_by_acronym(tmp_path, cache_dir):
     assert "==> preflight" in proc.stderr
 
 
+def test_cli_builds_the_generation_of_a_pci_id_with_its_revision(tmp_path, cache_dir):
+    """`build --pci 56A0:08` (lspci's rev 08) is the retail Arc A770's 12.55.8; without the revision it says how."""
+    path = write_recipe(tmp_path / "recipes", GENERATIONS)
+    env = cli_env(tmp_path / "dist", cache_dir)
+    proc = subprocess.run([sys.executable, "-m", "ipex_aot", "build", str(path), "--pci", "56A0:08", "--json"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"generation": "12.55.8", "status": "built"}]
+    assert sorted(build.built_generations(tmp_path / "dist", "canary")) == ["12.55.8"]
+    bare = subprocess.run([sys.executable, "-m", "ipex_aot", "build", str(path), "--pci", "56A0"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert bare.returncode == 5, bare.stderr  # DeviceError, nothing more built
+    last = bare.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: PCI ID 56A0 stands for") and "56A0:08" in last and "--generation 12.55.8" in last
+
+
 def test_cli_unknown_device_is_one_line_and_builds_nothing(tmp_path, cache_dir):
     path = write_recipe(tmp_path / "recipes", GENERATIONS)
     proc = subprocess.run(

@@ -114,6 +114,31 @@ def test_malformed_pci_ids_are_device_errors(text):
         normalize_pci_id(text)
 
 
+#: A real `lspci -nn` line, from Intel's "Supported Hardware" page
+#: (https://dgpu-docs.intel.com/overview/hardware-table.html, "Example output").
+LSPCI_NN_INTEL_DOCS = "00:02.0 VGA compatible controller [0300]: Intel Corporation Device [8086:5927] (rev 06)"
+#: A real plain `lspci -vvv` head line (no IDs), https://github.com/ProjectPhysX/OpenCL-Benchmark/pull/19
+LSPCI_PLAIN_A770 = "03:00.0 VGA compatible controller: Intel Corporation DG2 [Arc A770] (rev 08) (prog-if 00 [VGA controller])"
+
+
+@pytest.mark.parametrize("text,want", [
+    ("56A0", ("56A0", None, None)), ("0x56a0", ("56A0", None, None)), ("8086:56a0", ("56A0", None, "8086")),
+    ("56A0:08", ("56A0", 8, None)), ("56a0:8", ("56A0", 8, None)), ("8086:56a0:08", ("56A0", 8, "8086")),
+    ("56A0:10", ("56A0", 16, None)),  # hex, as lspci prints (rev 10)
+    (LSPCI_NN_INTEL_DOCS, ("5927", 6, "8086")),
+    ("03:00.0 0300: 8086:56a0 (rev 08)", ("56A0", 8, "8086")),  # lspci -n
+])
+def test_the_forms_a_person_types_name_the_same_device(text, want):
+    q = devices.parse_pci_query(text)
+    assert (q.pci_id, q.revision, q.vendor) == want
+
+
+@pytest.mark.parametrize("text", ["", "56A0:08:01:02", "8086:56a0:100", "zz:56a0", LSPCI_PLAIN_A770, "12345:1"])
+def test_forms_that_name_no_device_are_one_device_error(text):
+    with pytest.raises(errors.DeviceError):
+        devices.parse_pci_query(text)
+
+
 @pytest.mark.parametrize("name,want", [("xe-hpg", "Xe-HPG"), ("xe-hpc", "Xe-HPC"), ("xe-lpg", "Xe-LPG"),
                                        ("gen12lp", "Xe"), ("xe-lp", "Xe"), ("xe2", "Xe2"), ("xe3", "Xe3"),
                                        ("xe2-hpg", "Xe2-HPG"), ("xe-lpgplus", "Xe-LPG+"), ("gen9", "Gen9"),
@@ -174,11 +199,21 @@ def test_lookup_cli_exact_candidates_and_unknown(full):
     assert answer["generation"] is None and "12.55.8" in answer["candidates"] and "revision" in answer["rule"]
     adls = _cli("devices", "lookup", "4680", env=env)
     assert adls.stdout.strip() == "12.2.0"
-    for bad in (["1234"], ["zz"], ["56A0", "--revision", "x"], ["56A0", "--revision", "300"]):
+    for form in ("8086:56a0", "56A0:08", "0x56a0:8", "03:00.0 VGA compatible controller [0300]: Intel "
+                 "Corporation DG2 [Arc A770] [8086:56a0] (rev 08)"):
+        args = [form] if ":08" in form or "(rev" in form or ":8" in form else [form, "--revision", "8"]
+        proc = _cli("devices", "lookup", *args, env=env)
+        assert proc.returncode == 0 and proc.stdout.strip() == "12.55.8", (form, proc.stderr)
+    for bad in (["1234"], ["zz"], ["56A0", "--revision", "x"], ["56A0", "--revision", "300"], ["10de:2684"],
+                ["56A0:08", "--revision", "4"], [LSPCI_PLAIN_A770]):
         proc = _cli("devices", "lookup", *bad, env=env)
         assert proc.returncode == errors.DeviceError.exit_code, bad
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
         assert proc.stdout == ""
+    intel_other = _cli("devices", "lookup", "1234", env=env).stderr
+    nvidia = _cli("devices", "lookup", "10de:2684", env=env).stderr
+    assert "is an Intel device" in intel_other and "not a GPU" in intel_other and "newer ocloc" not in intel_other
+    assert "not an Intel device" in nvidia and "NVIDIA" in nvidia and "newer ocloc" not in nvidia
 
 
 def _ids(env: dict[str, str], name: str) -> list[str]:
@@ -223,6 +258,27 @@ def test_every_row_lists_every_stepping_ocloc_names_for_its_product(full):
         answer = json.loads(_cli("devices", "lookup", pci, "--json", env=env).stdout)
         assert answer["generation"] is None and answer["candidates"] == want
         assert answer["told_apart_by"] == "ip_version"
+
+
+@pytest.mark.slow
+def test_an_id_this_ocloc_does_not_know_suggests_a_newer_one(full):
+    """E20B (Arc B580): unknown to bookworm's 22.43, which must say a newer ocloc may know it; sid's knows it."""
+    env, data = full["env"], full["json"]
+    proc = _cli("devices", "lookup", "E20B", env=env)
+    if full["which"] == "sid":
+        assert proc.returncode == 0 and "20.1.0" in proc.stdout.split(), proc.stderr
+    else:
+        assert proc.returncode == errors.DeviceError.exit_code
+        assert "not known to ocloc" in proc.stderr and "ipex-aot ocloc fetch" in proc.stderr
+    # An ID pci.ids names as an Intel GPU (its marketing name reads like the table's) that this ocloc lacks.
+    rows = [DeviceDatabase.from_json(data).rows][0]
+    known = {p for r in data["rows"] for p in r["pci_ids"]}
+    gpu = next((pid for pid, name in read_pci_names(pci_ids_file()).items()
+                if pid not in known and devices.looks_like_gpu(name, rows)), None)
+    assert gpu is not None, "pci.ids lists Intel GPUs older or newer than this ocloc knows"
+    proc = _cli("devices", "lookup", gpu, env=env)
+    assert proc.returncode == errors.DeviceError.exit_code
+    assert "is an Intel GPU not known to ocloc" in proc.stderr and "ipex-aot ocloc fetch" in proc.stderr
 
 
 @pytest.mark.slow

@@ -79,6 +79,64 @@ def normalize_pci_id(text: str) -> str:
     return f"{int(m.group(1), 16):04X}"
 
 
+@dataclass(frozen=True)
+class PciQuery:
+    """What a person typed to name a GPU: the device ID, and the revision and vendor when given."""
+
+    pci_id: str  # device part, 4 upper-case hex digits
+    revision: int | None = None
+    vendor: str | None = None  # 4 upper-case hex digits, when the text named one
+
+    @property
+    def text(self) -> str:
+        return self.pci_id + (f" rev {self.revision:02X}" if self.revision is not None else "")
+
+
+_LSPCI_NN_RE = re.compile(r"\[([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})\]")
+_LSPCI_N_RE = re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})(?![0-9A-Fa-f:.])")
+_LSPCI_REV_RE = re.compile(r"\(rev ([0-9A-Fa-f]{1,2})\)")
+_HEX_RE = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]+)$")
+
+
+def parse_pci_query(text: str) -> PciQuery:
+    """The forms a person types: ``56A0``, ``0x56a0``, ``8086:56a0``, ``56A0:08`` (revision, hex as lspci
+    prints it), ``8086:56a0:08``, or a whole ``lspci -nn`` / ``lspci -n`` line; DeviceError otherwise."""
+    raw = str(text).strip()
+    if not raw:
+        raise DeviceError("empty PCI ID; give the device part in hex, e.g. 56A0")
+    if any(c.isspace() for c in raw) or "[" in raw:
+        # An lspci line: `lspci -nn` ends the name with [vendor:device]; the class [0300] has no colon.
+        hits = _LSPCI_NN_RE.findall(raw) or _LSPCI_N_RE.findall(raw)
+        if not hits:
+            raise DeviceError(f"no [vendor:device] in {printable(raw[:80])!r}; run `lspci -nn` (it prints e.g. "
+                              "[8086:56a0] (rev 08)) and give that line or just 56A0:08")
+        vendor, device = hits[-1]
+        rev = _LSPCI_REV_RE.search(raw)
+        return PciQuery(f"{int(device, 16):04X}", int(rev.group(1), 16) if rev else None, vendor.upper())
+    parts = raw.split(":")
+    nums = [_HEX_RE.match(p) for p in parts]
+    if len(parts) > 3 or not all(nums):
+        raise DeviceError(f"{printable(raw[:80])!r} is not a PCI ID; give the device part in hex (56A0), "
+                          "with the vendor (8086:56a0) or the revision (56A0:08)")
+    digits = [m.group(1) for m in nums if m]
+    if any(len(d) > 4 for d in digits):
+        raise DeviceError(f"{printable(raw)!r} is not a PCI ID: each part is at most 4 hex digits (e.g. 8086:56a0)")
+    vendor = revision = None
+    if len(digits) == 3:
+        vendor, device, rev_text = digits
+        revision = int(rev_text, 16)
+    elif len(digits) == 2 and len(digits[1]) > 2:
+        vendor, device = digits  # 8086:56a0: a revision is one byte, never 3-4 digits
+    elif len(digits) == 2:
+        device, rev_text = digits
+        revision = int(rev_text, 16)
+    else:
+        (device,) = digits
+    if revision is not None and revision > 0xFF:
+        raise DeviceError(f"revision {revision:X} in {printable(raw)!r} is more than one byte")
+    return PciQuery(f"{int(device, 16):04X}", revision, f"{int(vendor, 16):04X}" if vendor else None)
+
+
 def architecture_name(family: str) -> str:
     """ocloc's family/release name in the words users know: ``xe-hpg`` → ``Xe-HPG``.
 
@@ -732,6 +790,30 @@ def read_pci_names(path: Path | None, vendor: str = INTEL_VENDOR) -> dict[str, s
     return names
 
 
+def read_pci_vendor_name(path: Path | None, vendor: str) -> str:
+    """The vendor's name in a pci.ids file ("" when it is not listed)."""
+    if path is None:
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line[:4].lower() == vendor.lower() and line[4:5].isspace():
+                return line[4:].strip()
+    return ""
+
+
+def looks_like_gpu(pci_name: str, rows: Iterable[DeviceRow]) -> bool:
+    """Whether a pci.ids name reads like the GPUs in the table: its marketing name (the bracket) shares a
+    word with the marketing names of at least two rows ("Arc", "Graphics", "Iris" …), learnt from the table."""
+    m = re.search(r"\[([^\]]+)\]\s*$", pci_name)
+    if not m:
+        return False
+    counts: collections.Counter[str] = collections.Counter()
+    for row in rows:
+        counts.update({w.lower() for n in row.names for w in re.findall(r"[A-Za-z]{3,}", n.replace("Intel®", ""))})
+    vocabulary = {w for w, n in counts.items() if n >= 2}
+    return any(w.lower() in vocabulary for w in re.findall(r"[A-Za-z]{3,}", m.group(1)))
+
+
 def display_name(pci_name: str) -> str:
     """``Alder Lake-N [UHD Graphics]`` → ``Intel® UHD Graphics`` (the bracket is the marketing name)."""
     m = re.search(r"\[([^\]]+)\]\s*$", pci_name)
@@ -834,6 +916,10 @@ class Lookup:
     candidates: tuple[str, ...]
     rule: str
     row: DeviceRow
+
+    @property
+    def query_text(self) -> str:
+        return self.pci_id + (f" rev {self.revision:02X}" if self.revision is not None else "")
 
     def to_json(self) -> dict:
         return {"pci_id": self.pci_id, "revision": self.revision, "generation": self.generation,
@@ -957,19 +1043,41 @@ class DeviceDatabase:
             if len(gens) != 1:
                 raise DeviceError(f"{text} stands for {len(gens)} generations ({', '.join(gens)}); name one of them")
             return gens[0]
-        if _PCI_RE.match(text):
+        try:
+            query = parse_pci_query(text)
+        except DeviceError:
+            query = None
+        if query is not None:
             hit = self.lookup(text)
             if hit.generation:
                 return hit.generation
-            raise DeviceError(f"PCI ID {hit.pci_id} maps to {', '.join(hit.candidates)}; {hit.rule}")
+            if hit.row.told_apart_by == "revision" and query.revision is None:
+                rmap = hit.row.revisions.get(hit.pci_id, {})
+                newest = max(rmap.items(), key=lambda rg: (generation_order(rg[1]), -rg[0]), default=None)
+                example = f" (e.g. {hit.pci_id}:{newest[0]:02X} for {newest[1]})" if newest else ""
+                how = (f"give the PCI revision as {hit.pci_id}:REV{example}, as `lspci -nn` prints it (rev xx), "
+                       f"or the generation itself, e.g. --generation {hit.candidates[-1]}")
+            else:
+                how = (f"give the generation itself, e.g. --generation {hit.candidates[-1]} (`ipex-aot detect` on "
+                       "the machine with the GPU tells which)")
+            raise DeviceError(f"PCI ID {hit.query_text} stands for {', '.join(hit.candidates)}: {hit.rule}; {how}")
         raise DeviceError(f"{text!r} is neither a generation code, an ocloc device name nor a PCI ID")
 
     def lookup(self, pci_id: str, revision: int | None = None) -> Lookup:
-        pid = normalize_pci_id(pci_id)
+        """PCI_ID in any form :func:`parse_pci_query` reads; REVISION as well (they must agree)."""
+        query = parse_pci_query(pci_id)
+        if query.revision is not None and revision is not None and query.revision != revision:
+            raise DeviceError(f"{pci_id} names revision {query.revision:02X} but --revision is {revision}; give one")
+        revision = query.revision if revision is None else revision
+        pid = query.pci_id
+        if query.vendor and query.vendor != INTEL_VENDOR:
+            name = read_pci_vendor_name(pci_ids_file(), query.vendor)
+            raise DeviceError(f"{query.vendor.lower()}:{pid.lower()} is not an Intel device (vendor "
+                              f"{query.vendor}{f', {name}' if name else ''}); ipex-aot builds for Intel GPUs "
+                              f"(vendor {INTEL_VENDOR})")
         row = self._by_pci.get(pid)
         if row is None:
-            raise DeviceError(f"PCI ID {pid} is not an Intel GPU that ocloc {self.ocloc.get('version', '')} "
-                              "can compile for")
+            raise DeviceError(self.unknown_id_message(pid))
         rmap = dict(row.revisions.get(pid, {}))
         cands = tuple(row.generations)
         if len(cands) == 1:
@@ -990,6 +1098,21 @@ class DeviceDatabase:
                           f"rev {revision} is past the newest stepping ocloc was asked about (rev {max(rmap)}); "
                           f"newer steppings run its code {gen}", row)
         return Lookup(pid, revision, None, cands, f"ocloc builds none of them for rev {revision}; {rule}", row)
+
+    def unknown_id_message(self, pid: str) -> str:
+        """Why PID has no row: a GPU this ocloc is too old for, an Intel device that is not a GPU, or unknown."""
+        version = self.ocloc.get("version", "")
+        path = pci_ids_file()
+        name = read_pci_names(path).get(pid)
+        newer = "a newer ocloc may know it (`ipex-aot ocloc fetch` prints the OCLOC= to use)"
+        if name is None:
+            listed = f"pci.ids ({path})" if path else "pci.ids (not installed)"
+            return (f"PCI ID {pid} is not known to ocloc {version} and not listed as an Intel device in {listed}; "
+                    f"if it is a new Intel GPU, {newer}")
+        if looks_like_gpu(name, self.rows):
+            return f"PCI ID {pid} ({name}) is an Intel GPU not known to ocloc {version}; {newer}"
+        return (f"PCI ID {pid} is an Intel device ({name}) but not a GPU that ocloc {version} compiles for; "
+                "check the ID (lspci -nn shows [8086:xxxx] on the VGA/Display line)")
 
     # -- output --
     def to_json(self) -> dict:
@@ -1143,7 +1266,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.set_defaults(func=_cmd_devices)
     dsub = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND")
     lk = dsub.add_parser("lookup", help="the generation for one PCI device ID (and revision)")
-    lk.add_argument("pci_id", help="device part of the PCI ID in hex, e.g. 56A0")
+    lk.add_argument("pci_id", nargs="+", metavar="PCI_ID",
+                    help="56A0, 0x56a0, 8086:56a0, 56A0:08 (with the revision, hex as lspci prints it) "
+                         "or a whole `lspci -nn` line (quoted)")
     lk.add_argument("--revision", default=None, help="PCI revision (stepping), decimal or 0x hex")
     lk.add_argument("--json", action="store_true", help="print the answer as JSON")
     lk.set_defaults(func=_cmd_lookup)
@@ -1182,10 +1307,11 @@ def _cmd_devices(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def _cmd_lookup(args, settings: Settings) -> int:  # noqa: ANN001
-    pid = normalize_pci_id(args.pci_id)  # malformed input fails before any sweep
+    text = " ".join(args.pci_id)
+    parse_pci_query(text)  # malformed input fails before any sweep
     revision = _revision(args.revision)
     db = load_database(settings)
-    hit = db.lookup(pid, revision)
+    hit = db.lookup(text, revision)
     if args.json:
         print(json.dumps(hit.to_json(), indent=2))
     elif hit.generation:
