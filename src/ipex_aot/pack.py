@@ -668,8 +668,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_pack)
 
 
-def _recipe_naming(text: str) -> tuple[Callable[[str], str] | None, str | None]:
-    """(archive name per platform, release) from the recipe file; (None, None) for a bare dist name."""
+def _load_recipe_or_none(text: str) -> Any:
+    """The recipe named TEXT, or None for a bare dist name (no recipe file)."""
     from ipex_aot.errors import RecipeError
     from ipex_aot.recipe import find_recipe, load_recipe
 
@@ -677,9 +677,65 @@ def _recipe_naming(text: str) -> tuple[Callable[[str], str] | None, str | None]:
         path = find_recipe(text)
     except RecipeError:
         log.warn(f"{text}: no recipe file; the archive gets the default name ({{release}}-AOT.7z)")
-        return None, None
-    recipe = load_recipe(path)  # a broken recipe is an error, not a reason to guess a name
-    return recipe.archive_for, recipe.release
+        return None
+    return load_recipe(path)  # a broken recipe is an error, not a reason to guess a name
+
+
+def _recipe_naming(text: str) -> tuple[Callable[[str], str] | None, str | None]:
+    """(archive name per platform, release) from the recipe file; (None, None) for a bare dist name."""
+    recipe = _load_recipe_or_none(text)
+    return (recipe.archive_for, recipe.release) if recipe is not None else (None, None)
+
+
+def _built(dist: Path, name: str) -> list[str]:
+    root = dist / name
+    return sorted((p.parent.name for p in root.glob("*/build.json") if is_generation(p.parent.name)),
+                  key=generation_order)
+
+
+def _targets_only(recipe: Any, dist: Path, database: Callable[[], Any]) -> list[str] | None:
+    """The built generations that are among RECIPE's targets; strays are named in a warning, not packed."""
+    from ipex_aot.recipe import plan_targets
+
+    plan = plan_targets(recipe, database())
+    targets = {t.generation for t in plan.targets} | {g for g, _ in plan.unknown}
+    built = _built(dist, recipe.name)
+    strays = [g for g in built if g not in targets]
+    if strays:
+        root = dist / recipe.name
+        log.warn(f"{', '.join(strays)} in {root} {'is' if len(strays) == 1 else 'are'} not among the recipe's targets; "
+                 f"not packed. Pack {'it' if len(strays) == 1 else 'them'} by naming every generation with "
+                 f"--generation, or discard {'it' if len(strays) == 1 else 'them'}: "
+                 + " ".join(f"rm -r {root / g}" for g in strays))
+    kept = [g for g in built if g in targets]
+    return kept or None
+
+
+def _kept_conformance(dist: Path, name: str, generations: Sequence[str] | None, archive_dir: Path) -> list[dict]:
+    """Without --conformance: the reports of dist/<recipe>/conformance when every packed generation has one,
+    so that a repack keeps what the release measured; a warning when results the last archive had are lost."""
+    from ipex_aot.conformance.report import manifest_entries, read_reports
+
+    gens = list(generations) if generations is not None else _built(dist, name)
+    folder = dist / name / "conformance"
+    missing = [g for g in gens if not any(folder.glob(f"{g}-*.json"))]
+    if folder.is_dir() and gens and not missing:
+        reports = read_reports(folder, gens)
+        if any(r["verdict"] == "fail" for r in reports):
+            failed = sorted(f"{r['generation']}/{r['device']}" for r in reports if r["verdict"] == "fail")
+            raise ConformanceError(f"{folder}: conformance failed for {', '.join(failed)}; an archive that fails its "
+                                   "conformance is not packed (rerun conformance, or remove those reports)")
+        log.info(f"kept the conformance results of {folder} ({len(reports)} report(s)) in the manifest")
+        return manifest_entries(reports)
+    previous: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        previous = loads_json((archive_dir / "manifest.json").read_text(encoding="utf-8"))
+    had = previous.get("conformance") if isinstance(previous, dict) else None
+    if isinstance(had, list) and had:
+        log.warn(f"the last archive's manifest had {len(had)} conformance result(s); this one has none because "
+                 f"{', '.join(missing) or 'every generation'} has no report in {folder}: run `ipex-aot conformance "
+                 f"{name}` and pack again to keep them")
+    return []
 
 
 def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
@@ -695,13 +751,20 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     )
     if options.pieces < 1:
         raise UsageError("--pieces must be at least 1")
-    archive_name, release = _recipe_naming(args.recipe)
+    recipe = _load_recipe_or_none(args.recipe)
+    archive_name, release = (recipe.archive_for, recipe.release) if recipe is not None else (None, None)
+    dist = Path(settings.dist_dir)
+    generations = args.generation
+    if generations is None and recipe is not None:
+        generations = _targets_only(recipe, dist, lambda: load_database(settings))
     conformance: list[dict] = []
+    if not args.conformance:
+        conformance = _kept_conformance(dist, recipe_name(args.recipe), generations, dist / recipe_name(args.recipe))
     if args.conformance:
         from ipex_aot.conformance.report import manifest_entries, read_reports
 
         name = recipe_name(args.recipe)
-        folders = load_folders(Path(settings.dist_dir), name, args.generation)
+        folders = load_folders(Path(settings.dist_dir), name, generations)
         reports = read_reports(Path(settings.dist_dir) / name / "conformance", [f.generation for f in folders])
         failed = sorted(f"{r['generation']}/{r['device']}" for r in reports if r["verdict"] == "fail")
         if failed:
@@ -709,7 +772,7 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
                                    "conformance is not packed")
         conformance = manifest_entries(reports)
     result = pack(args.recipe, settings, options=options, database=lambda: load_database(settings),
-                  generations=args.generation, sign_key=load_secret_key(settings, args.sign_key),
+                  generations=generations, sign_key=load_secret_key(settings, args.sign_key),
                   archive_name=archive_name, release=release, conformance=conformance)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
