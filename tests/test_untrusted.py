@@ -129,3 +129,16 @@ def test_a_wrong_device_cache_is_rebuilt(ocloc, tmp_path, broken):
     assert db.rows and path.is_file()
     assert json.loads(path.read_text())["rows"], "the rebuilt cache has rows"
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_cache_this_version_writes_is_read_back_without_a_rebuild(ocloc, tmp_path, monkeypatch):
+    settings = Settings.from_env({"IPEX_AOT_CACHE": str(tmp_path), "HOME": str(tmp_path), "MAX_JOBS": "2"})
+    ids = range(0x46D0, 0x46D2)
+    first = load_database(settings, ocloc=ocloc, ids=ids)
+    devices.validate_cache(first.to_json())  # what build_database makes matches the schema
+
+    def no_sweep(*a, **k):
+        raise AssertionError("a sound cache was swept again")
+
+    monkeypatch.setattr(devices, "build_database", no_sweep)
+    assert load_database(settings, ocloc=ocloc, ids=ids).to_json()["rows"] == first.to_json()["rows"]

@@ -1240,7 +1240,10 @@ def _cache_validator() -> Any:
     from jsonschema import Draft202012Validator
 
     text = resources.files("ipex_aot").joinpath("resources/devices.schema.json").read_text(encoding="utf-8")
-    return Draft202012Validator(json.loads(text))
+    schema = json.loads(text)
+    # The version is SCHEMA's, so that the file and the code cannot drift apart (a mismatch rebuilt every time).
+    schema["properties"]["schema"] = {"const": SCHEMA}
+    return Draft202012Validator(schema)
 
 
 def validate_cache(data: Any) -> Mapping[str, Any]:
