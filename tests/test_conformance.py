@@ -107,6 +107,9 @@ def test_cpu_run_passes_end_to_end(tmp_path, canary_wheel):
     written = json.loads((tmp_path / "dist" / "canary" / "conformance" / "12.55.8-cpu.json").read_text())
     assert written == report
     assert "12.55.8 cpu: PASS" in proc.stderr
+    # The 20 s torch import is announced and timed, not a silent wait (issue 12, stumble 8).
+    assert "workloads-cpu: a fresh Python runs the workloads" in proc.stderr
+    assert "workloads-cpu: worker finished in" in proc.stderr
 
 
 @needs_tools

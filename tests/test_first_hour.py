@@ -129,3 +129,20 @@ def test_the_readme_states_exit_codes_for_every_command():
     parser = build_parser()
     commands = set(next(a for a in parser._actions if a.dest == "command").choices)
     assert commands <= listed, f"no exit codes in the README for: {sorted(commands - listed)}"
+
+
+def test_setup_frames_every_long_step():
+    # Stumble 8: pip and npm ran quietly for 20-25 s. Every installer line runs inside `step TITLE CMD…`,
+    # whose frame is checked here by running the function itself from setup.sh.
+    text = (REPO / "setup.sh").read_text()
+    body = text[text.index("step() {"):]
+    body = body[:body.index("\n}\n") + 3]
+    commands = [line for line in text.replace("\\\n", " ").splitlines() if not line.lstrip().startswith("#")]
+    long_steps = [line for line in commands
+                  if any(tool in line for tool in ("pip install", "npm install", "ocloc fetch", "winlane.py provision"))]
+    assert len(long_steps) >= 4
+    for line in long_steps:
+        assert "step \"" in line, line
+    proc = subprocess.run(["bash", "-c", body + 'step "a test" sleep 1'], capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "==> a test" and lines[1].startswith("<== a test: ok (") and lines[1].endswith(" s)")

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import ipex_aot
-from ipex_aot import log
+from ipex_aot import children, log
 from ipex_aot.build import built_generations, recipe_dist
 from ipex_aot.conformance import report as rep
 from ipex_aot.conformance.identity import Lookup, database_lookup, xpu_generation
@@ -107,14 +107,18 @@ def spawn_worker(spec: Mapping[str, Any], workdir: Path, name: str, options: Opt
     stdout_path, stderr_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     start = time.monotonic()
     code: int | None
+    # The worker imports torch before anything shows: say what the wait is, so 20 s of silence is not a hang.
+    log.info(f"{name}: a fresh Python runs the workloads (importing torch takes about 20 s the first time; "
+             f"gives up after {options.timeout_s:g} s)")
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         try:
-            code = subprocess.run(cmd, stdout=out, stderr=err, timeout=options.timeout_s, check=False).returncode
+            code = children.run(cmd, stdout=out, stderr=err, timeout=options.timeout_s).returncode
         except subprocess.TimeoutExpired:
             code = None
         except OSError as e:
             raise UsageError(f"cannot start the worker with {cmd[0]}: {e}; give an interpreter with torch via --python") from None
     wall = time.monotonic() - start
+    log.info(f"{name}: worker finished in {wall:.1f} s")
     stdout = stdout_path.read_text(errors="replace")
     stderr = stderr_path.read_text(errors="replace")
     if code is None:
