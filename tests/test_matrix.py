@@ -60,7 +60,7 @@ def test_one_entry_per_generation_and_platform_with_the_right_devlist(path, cach
             runner = recipe.targets.runners.get(gen) or recipe.targets.runners.get("default")
             assert e["runs-on"] == (list(runner) if runner else HOSTED[platform])
             assert e["session"] == "build"
-            assert e["session_args"] == f"recipes/{path.name} --generation {gen}"
+            assert e["session_args"] == f"recipes/{path.name} --generation {gen} --platform {platform}"
             assert e["oneapi"] == (recipe.toolchain.oneapi or "")
 
 

@@ -359,6 +359,10 @@ class BuildOptions:
     force: bool = False
     source_dir: Path | None = None
     reuse_tree: bool | None = None  # None: the recipe's build.reuse_tree
+    #: The platform built for (None: this host's). Another one is a cross build: the recipe's
+    #: build command must make that platform's wheel (a CI matrix entry names its platform, so a
+    #: mislabelled runner fails at the artifact instead of publishing the wrong platform's file).
+    platform: str | None = None
 
 
 @dataclass
@@ -701,7 +705,7 @@ def make_context(
     """Preflight (unless given), toolchain environment and source: everything before the first generation."""
     env, versions = preflight or run_preflight(recipe, settings)
     ctx_source = prepare_source(recipe, settings, options.source_dir)
-    ctx = BuildContext(recipe, settings, ctx_source, versions, env, platforms.host_platform(), options)
+    ctx = BuildContext(recipe, settings, ctx_source, versions, env, options.platform or platforms.host_platform(), options)
     _artifact_member(ctx)
     return ctx
 
@@ -751,7 +755,10 @@ def _cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         clean=args.clean,
         force=args.force,
         source_dir=Path(args.source) if args.source else None,
+        platform=args.platform,
     )
+    if args.platform and args.platform not in recipe.toolchain.platforms:
+        raise UsageError(f"--platform {args.platform}: {recipe.name} builds for {', '.join(recipe.toolchain.platforms)}")
     results = build(recipe, settings, selection(args), options)
     if args.json:
         print(json.dumps([{"generation": r.generation, "status": r.status} for r in results], indent=2))
@@ -773,5 +780,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clean", action="store_true", help="a fresh build tree per generation (no reuse)")
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     p.add_argument("--source", metavar="DIR", help="build this source tree instead of the recipe's")
+    p.add_argument("--platform", help="the platform to build for (default: this host's); another one is a cross "
+                                      "build, which the recipe's build command must be able to make")
     p.add_argument("--json", action="store_true", help="print each generation's status as JSON on stdout")
     p.set_defaults(func=_cmd_build)

@@ -134,7 +134,8 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
                 "self_hosted": bool(t.runner) and "self-hosted" in t.runner,
                 "oneapi": recipe.toolchain.oneapi or "",
                 "session": SESSION,
-                "session_args": f"{recipe_arg} --generation {t.generation}",
+                # --platform: the entry's platform, whatever runner picks the job up.
+                "session_args": f"{recipe_arg} --generation {t.generation} --platform {plat}",
                 "cibw_build": cibw_identifier(plat, py),
                 "needs_newer_ocloc": t.generation in newer,
             }
@@ -156,8 +157,16 @@ def _targets_without_ocloc(recipe: Recipe) -> list:
 
 def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: str | None = None) -> dict[str, list[str]]:
     """``cibuildwheel --print-build-identifiers`` per platform; UsageError when a selector selects nothing."""
-    exe = cibuildwheel or shutil.which("cibuildwheel") or str(Path(sys.executable).with_name("cibuildwheel"))
-    if not Path(exe).exists() and not shutil.which(exe):
+    import importlib.util
+
+    if cibuildwheel:
+        command = [cibuildwheel]
+        if not Path(cibuildwheel).exists() and not shutil.which(cibuildwheel):
+            raise ToolchainError(f"{cibuildwheel}: not found")
+    elif importlib.util.find_spec("cibuildwheel") is not None:
+        # The module, not the console script: an environment may see the package without its scripts.
+        command = [sys.executable, "-m", "cibuildwheel"]
+    else:
         raise ToolchainError("cibuildwheel not found; install it (pip install cibuildwheel) to check the selectors")
     by_platform: dict[str, set[str]] = {}
     for e in entries:
@@ -170,7 +179,7 @@ def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: st
             cibw_platform, _, arch = CIBW_PLATFORM[plat]
             # The caller's environment (PATH, cibuildwheel's own settings) plus this platform's selector.
             env = child_env({"CIBW_BUILD": " ".join(sorted(wanted)), "CIBW_ARCHS": arch})
-            proc = subprocess.run([exe, "--print-build-identifiers", "--platform", cibw_platform, tmp],
+            proc = subprocess.run([*command, "--print-build-identifiers", "--platform", cibw_platform, tmp],
                                   capture_output=True, text=True, env=env, timeout=120)
             if proc.returncode != 0:
                 raise ToolchainError(f"cibuildwheel --print-build-identifiers --platform {cibw_platform} failed: "
@@ -278,7 +287,8 @@ def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
         from ipex_aot.devices import load_database
 
         db = load_database(settings)
-    entries = matrix_entries(recipe, db, python=args.python, platforms=args.platform or None)
+    platforms = [p.strip() for value in args.platform or () for p in value.split(",") if p.strip()]
+    entries = matrix_entries(recipe, db, python=args.python, platforms=platforms or None)
     if args.generation:
         entries = [e for e in entries if e["generation"] in args.generation]
         if not entries:
@@ -343,7 +353,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", nargs="?", help="recipe file or name, or tag:TAG for the recipe released under TAG")
     p.add_argument("--tag", help="instead of RECIPE: the recipe whose release tag this is (tag pushes)")
     p.add_argument("--python", help="the Python of the build (default: the recipe's first)")
-    p.add_argument("--platform", action="append", choices=sorted(HOSTED), help="only this platform (repeatable)")
+    p.add_argument("--platform", action="append",
+                   help=f"only this platform ({', '.join(sorted(HOSTED))}; repeatable or comma-separated)")
     p.add_argument("--generation", action="append", help="only this generation (repeatable)")
     p.add_argument("--cibuildwheel", action="store_true", help="add each entry's CIBW_* settings")
     p.add_argument("--cibuildwheel-env", action="store_true",

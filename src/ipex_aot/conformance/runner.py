@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import ipex_aot
-from ipex_aot import children, log
+from ipex_aot import children, log, platforms
 from ipex_aot.build import built_generations, recipe_dist
 from ipex_aot.conformance import report as rep
 from ipex_aot.conformance.identity import Lookup, database_lookup, xpu_generation
@@ -301,6 +301,12 @@ def _device_half(report: dict[str, Any], record: Mapping[str, Any], root: Path, 
                  options: Options, work: Path, state: dict[str, Any], failures: list[str], skips: list[str],
                  probe: Probe | None, lookup: Lookup) -> None:
     generation = report["generation"]
+    built_for, here = record.get("platform"), platforms.host_platform()
+    if built_for and built_for != here:
+        # A library of another platform cannot be loaded here (a Windows DLL on Linux); its static
+        # half ran above, the device half belongs on a machine of its platform.
+        skips.append(f"the build is for {built_for}, this machine is {here}: the device half runs on a {built_for} machine")
+        return
     overlay = work / f"install-{generation}"
     package = _package_name(record)
     report["install"] = install_overlay(root, record, library, overlay)
