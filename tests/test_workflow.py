@@ -1,4 +1,4 @@
-"""The release workflow: actionlint, its structure, and a local dry run of plan → build → pack on the canary."""
+"""The release workflow: actionlint, its structure, and the real file run through nektos/act here."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import py7zr
 import pytest
 import yaml
-from test_build import cache_dir, write_recipe  # noqa: F401 - the session's device-database cache
+from test_build import cache_dir  # noqa: F401 - the session's device-database cache
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "aot-release.yml"
@@ -105,7 +105,7 @@ def test_build_matrix_comes_from_the_plan_and_runs_the_maintainers_session():
     assert build["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert build["runs-on"] == "${{ matrix.runs-on }}"
     runs = [s.get("run", "") for s in build["steps"]]
-    assert "nox -s ${{ matrix.session }} -- ${{ matrix.session_args }}" in runs
+    assert any("nox -s ${{ matrix.session }} -- ${{ matrix.session_args }}" in r for r in runs)
     assert any("nox -s preflight" in r for r in runs)
     uploads = [s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert any("${{ matrix.generation }}" in s["with"]["path"] for s in uploads)
@@ -190,70 +190,133 @@ def test_sign_job_attests_and_uploads_the_signature():
     assert patterns == ["release-*", "signature-*"]
 
 
-# --------------------------------------------------------------------------- the dry run
+# --------------------------------------------------------------------------- the workflow run through act
+#
+# `nox -s workflow` runs the REAL workflow file with nektos/act on this machine (tools/act/workflow.py):
+# every job, its matrix, outputs, needs, artifacts and caches; the marketplace actions are the offline
+# stand-ins of tools/act/standins/, `gh` records the release. Each run takes minutes, so the recipes are
+# small: the canary with two generations, and a two-platform canary with one (its Windows side a
+# stand-in build, tests/data/workflow/standin_build.py, until the canary has a mingw-built DLL).
+
+DATA = REPO / "tests" / "data" / "workflow"
 
 
-def nox(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run([sys.executable, "-m", "nox", *args], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run
+def act_run(out: Path, recipe: Path, cache: Path, *extra: str, via_nox: bool = False) -> dict:
+    """Run the workflow through act; the run's summary.json (each job's result, the recorded release)."""
+    args = [str(recipe), "--out", str(out), "--device-cache", str(cache), "--quiet", *extra]
+    cmd = [sys.executable, "-m", "nox", "-s", "workflow", "--", *args] if via_nox else \
+        [sys.executable, str(REPO / "tools" / "act" / "workflow.py"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["stdout"], summary["stderr"], summary["returncode"] = proc.stdout, proc.stderr, proc.returncode
+    return summary
 
 
-def archive_layout(path: Path) -> list[str]:
-    with py7zr.SevenZipFile(path) as z:
-        return sorted(z.getnames())
+def failed_jobs(summary: dict) -> str:
+    return ", ".join(j for j, r in summary["jobs"].items() if r != "success") + "\n" + summary["stdout"][-2000:]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("ocloc") or not shutil.which("gcc"), reason="needs ocloc and gcc")
-def test_dry_run_plan_build_pack_matches_a_local_release(tmp_path, cache_dir):  # noqa: F811
-    """The workflow's steps run locally through the same sessions: one dist per build job (separate
-    runners), folders moved as the artifacts would be, then pack and verify; the archive has the
-    layout of a local all-in-one release of the same recipe."""
-    generations = ["12.0.0", "12.55.8"]
-    recipe = write_recipe(tmp_path / "recipes", generations, name="canary-ci")
-    base = dict(os.environ, IPEX_AOT_CACHE=str(cache_dir), MAX_JOBS="2", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    base.pop("GITHUB_OUTPUT", None)
+def manifest_in(archive: Path, tmp: Path) -> dict:
+    with py7zr.SevenZipFile(archive) as z:
+        z.extract(tmp, targets=["manifest.json"])
+    return json.loads((tmp / "manifest.json").read_text())
 
-    # plan
-    out = tmp_path / "github_output"
-    nox(["-s", "matrix", "--", str(recipe), "--compact"], dict(base, GITHUB_OUTPUT=str(out), GITHUB_ACTIONS="true"))
-    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
-    entries = json.loads(outputs["matrix"])["include"]
-    assert [e["generation"] for e in entries] == generations
 
-    # build: one job per entry, each with its own dist/, uploading dist/<recipe>/<generation>/
-    artifacts = tmp_path / "artifacts"
-    for e in entries:
-        job_dist = tmp_path / f"runner-{e['generation']}"
-        nox(["-s", e["session"], "--", *e["session_args"].split()], dict(base, IPEX_AOT_DIST=str(job_dist)))
-        folder = job_dist / outputs["recipe"] / e["generation"]
-        assert (folder / "build.json").is_file()
-        shutil.copytree(folder, artifacts / f"gen-{e['platform']}-{e['generation']}")
+@pytest.fixture(scope="module")
+def canary_run(tmp_path_factory, cache_dir):  # noqa: F811
+    return act_run(tmp_path_factory.mktemp("act-canary") / "run", DATA / "canary-ci.yaml", cache_dir, via_nox=True)
 
-    # pack: download every folder into a fresh dist/, pack, verify
-    pack_dist = tmp_path / "pack-dist"
-    target = pack_dist / outputs["recipe"]
-    target.mkdir(parents=True)
-    for folder in sorted(artifacts.iterdir()):
-        shutil.move(str(folder), target / re.sub(r"^gen-[^-]+-[^-]+-", "", folder.name))
-    env = dict(base, IPEX_AOT_DIST=str(pack_dist))
-    nox(["-s", "pack", "--", str(recipe)], env)
-    nox(["-s", "verify", "--", str(recipe)], env)
-    archive = target / json.loads(outputs["assets"])["linux-x86_64"]["archive"]
-    verify = subprocess.run([sys.executable, "-m", "ipex_aot", "verify", str(archive)], capture_output=True,
-                            text=True, env=env, cwd=REPO)
-    assert verify.returncode == 0, verify.stderr
-    for name in ("SUPPORT.md", "manifest.json"):
-        assert (target / name).is_file()
 
-    # the same recipe built and packed locally in one go
-    local = tmp_path / "local-dist"
-    local_env = dict(base, IPEX_AOT_DIST=str(local))
-    nox(["-s", "build", "--", str(recipe)], local_env)
-    nox(["-s", "pack", "--", str(recipe)], local_env)
-    assert archive_layout(archive) == archive_layout(local / outputs["recipe"] / archive.name)
-    ci_manifest = json.loads((target / "manifest.json").read_text())
-    local_manifest = json.loads((local / outputs["recipe"] / "manifest.json").read_text())
-    assert sorted(ci_manifest["folders"]) == sorted(local_manifest["folders"]) == generations
+@pytest.fixture(scope="module")
+def two_platform_run(tmp_path_factory, cache_dir):  # noqa: F811
+    return act_run(tmp_path_factory.mktemp("act-two") / "run", DATA / "canary-two-platforms.yaml", cache_dir)
+
+
+def test_canary_release_runs_every_job_through_act(canary_run, tmp_path):
+    """nox -s workflow: plan → 2 builds → 2 conformance → pack → sign → release, all succeeded."""
+    from ipex_aot.recipe import load_recipe
+
+    assert canary_run["returncode"] == canary_run["exit_code"] == 0, failed_jobs(canary_run)
+    jobs = canary_run["jobs"]
+    assert set(jobs.values()) == {"success"}, failed_jobs(canary_run)
+    assert canary_run["not_run"] == [] and canary_run["act_errors"] == []
+    names = sorted(re.sub(r"^aot-release/| cp3\d+| ?-\d+$", "", j) for j in jobs)
+    assert names == sorted([
+        "Plan the build matrix from the recipe", "Build 12.0.0 linux-x86_64", "Build 12.55.8 linux-x86_64",
+        "Conformance of 12.0.0 linux-x86_64 cpu", "Conformance of 12.55.8 linux-x86_64 cpu",
+        "Pack and verify the linux-x86_64 archive", "Sign and attest the linux-x86_64 archive",
+        "Publish the GitHub release"]), names
+    recipe = load_recipe(DATA / "canary-ci.yaml")
+    (tag, release), = canary_run["releases"].items()
+    assert tag == recipe.release_tag == "canary-ci-v0.1.0"
+    assert release["assets"] == sorted(["canary-0.1.0-AOT.7z", "SUPPORT.md", "manifest.json"])
+    assets = Path(canary_run["out"]) / "releases" / tag / "assets"
+    manifest = manifest_in(assets / "canary-0.1.0-AOT.7z", tmp_path)
+    assert json.loads((assets / "manifest.json").read_text()) == manifest
+    assert list(manifest["folders"]) == ["12.0.0", "12.55.8"]
+    # Conformance ran on each generation's folder and wheel before pack: its results are in the manifest.
+    assert [(c["generation"], c["device"], c["verdict"]) for c in manifest["conformance"]] == [
+        ("12.0.0", "cpu", "pass"), ("12.55.8", "cpu", "pass")]
+    # The stdout says where the archive and the recorded release are.
+    assert str(assets / "canary-0.1.0-AOT.7z") in canary_run["stdout"]
+    assert "recorded (not published)" in canary_run["stdout"]
+    # The steps' ipex-aot output is folded into GitHub log groups under Actions.
+    log = Path(canary_run["log"]).read_text()
+    assert "::group::build canary" in log and "::endgroup::" in log
+
+
+def test_two_platforms_publish_two_archives_with_names_from_the_template(two_platform_run, tmp_path):
+    """linux-x86_64 + windows-x86_64: one archive per platform, named by release.archive, each with its
+    own SUPPORT and manifest; nothing collides in the artifacts or in the release."""
+    from ipex_aot.recipe import load_recipe
+
+    run = two_platform_run
+    assert run["exit_code"] == 0 and set(run["jobs"].values()) == {"success"}, failed_jobs(run)
+    assert run["not_run"] == [] and run["act_errors"] == []
+    recipe = load_recipe(DATA / "canary-two-platforms.yaml")
+    (tag, release), = run["releases"].items()
+    expected = sorted(n for p in recipe.toolchain.platforms for n in recipe.release_assets(p).values())
+    assert release["assets"] == expected == sorted([
+        "canary-0.1.0-linux-x86_64-AOT.7z", "canary-0.1.0-windows-x86_64-AOT.7z",
+        "SUPPORT-linux-x86_64.md", "SUPPORT-windows-x86_64.md", "manifest-linux-x86_64.json",
+        "manifest-windows-x86_64.json"])
+    assets = Path(run["out"]) / "releases" / tag / "assets"
+    for platform, library in (("linux-x86_64", "libcanary-gpu.so"), ("windows-x86_64", "canary-gpu.dll")):
+        names = recipe.release_assets(platform)
+        manifest = manifest_in(assets / names["archive"], tmp_path / platform)
+        assert manifest == json.loads((assets / names["manifest"]).read_text())
+        assert manifest["platform"] == platform
+        assert manifest["folders"]["12.55.8"]["file"] == f"12.55.8/{library}"
+        assert "12.55.8" in (assets / names["support"]).read_text()
+        (entry,) = manifest["conformance"]
+        assert (entry["generation"], entry["device"]) == ("12.55.8", "cpu")
+        # The Windows DLL cannot be loaded on this Linux runner: its device half is skipped, not failed.
+        assert entry["verdict"] == ("pass" if platform == "linux-x86_64" else "skipped"), entry
+    assert run["attestations"] == sorted(f"{recipe.archive_for(p)}.intoto.json" for p in recipe.toolchain.platforms)
+
+
+@pytest.mark.parametrize("mutation", ["wrong-needs-output", "old-conformance-download"])
+def test_a_broken_workflow_fails_the_run(mutation, tmp_path, cache_dir):  # noqa: F811
+    """The run is a real check: a wrong `needs` output name, or the conformance job's old download of
+    the release files (instead of the generation folder and wheel), makes act fail."""
+    text = WORKFLOW.read_text()
+    if mutation == "wrong-needs-output":
+        old, new = "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}", "matrix: ${{ fromJSON(needs.plan.outputs.matrixes) }}"
+    else:
+        old = "          name: gen-${{ matrix.platform }}-${{ matrix.generation }}\n          path: ${{ env.DIST }}\n"
+        new = "          pattern: release-*\n          path: ${{ env.DIST }}\n          merge-multiple: true\n"
+    assert text.count(old) == 1, mutation
+    broken = tmp_path / "aot-release.yml"
+    broken.write_text(text.replace(old, new))
+    run = act_run(tmp_path / "run", DATA / "canary-two-platforms.yaml", cache_dir, "--workflow", str(broken),
+                  "--platform", "linux-x86_64")
+    assert run["exit_code"] != 0 and run["returncode"] != 0
+    assert run["releases"] == {}
+    results = {re.sub(r"^aot-release/| ?-\d+$", "", j): r for j, r in run["jobs"].items()}
+    assert results["Plan the build matrix from the recipe"] == "success"
+    if mutation == "wrong-needs-output":
+        # act drops the build job (its matrix is no JSON) and exits 0; the run still fails on it.
+        assert any("matrix" in e for e in run["act_errors"]) and "pack" in run["not_run"], run
+    else:
+        assert results["Conformance of 12.55.8 linux-x86_64 cpu"] == "failure"
+        assert "no finished build" in Path(run["log"]).read_text()
