@@ -239,3 +239,22 @@ def test_both_engines_install_the_same_bytes(tmp_path, settings, release):
         install.install(archive, settings, ipex_dir=root, generation=gen, engine=engine)
         got.append(lib.read_bytes())
     assert got[0] == got[1] == libs[gen].read_bytes()
+
+
+def test_names_from_the_archive_are_escaped_before_printing(tmp_path, settings, release):
+    _, libs = release
+    gen = next(iter(libs))
+    name = f"{gen}/lib\x1b[2J\x07.so"
+    manifest = {"schema": 1, "recipe": "fixture", "release": "0.1.0", "artifact_install_path": INSTALL_PATH,
+                "folders": {gen: {"generation": gen, "file": name, "sha256": install.sha256_file(libs[gen]),
+                                  "size": libs[gen].stat().st_size}}}
+    archive = tmp_path / "esc.7z"
+    with py7zr.SevenZipFile(archive, "w") as z:
+        z.write(libs[gen], name)
+        z.writestr(json.dumps(manifest).encode(), "manifest.json")
+    root, _ = site(tmp_path)
+    proc = _cli("install", str(archive), "--ipex-dir", str(root), "--generation", gen, "--engine", "py7zr")
+    out = proc.stdout + proc.stderr
+    assert "\\x1b[2J\\x07" in out and "\x1b" not in out and "\x07" not in out, out
+    proc = _cli("verify", str(archive))
+    assert "\x1b" not in proc.stdout + proc.stderr

@@ -62,7 +62,7 @@ from ipex_aot.untrusted import not_a_regular_file, printable, tool_message
 MANIFEST = "manifest.json"
 BACKUP_SUFFIX = ".ipex-aot-backup"
 RECORD_SUFFIX = ".ipex-aot.json"
-LOCK_SUFFIX = ".ipex-aot.lock"
+LOCK_SUFFIX = ".lock"
 #: Work folders of install beside the library (swept by the next install there).
 WORK_PREFIX = ".ipex-aot-"
 RECORD_SCHEMA = 1
@@ -449,7 +449,7 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
         gen = choose_generation(info, generation, gpus, db_note)
         entry = info.manifest["folders"][gen]
         log.info(f"generation {gen}: {entry['file']} -> {lib}")
-        lock = _install_lock(lib)
+        lock = _install_lock(lib, settings)
         _sweep_stale(lib)
         work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=lib.parent))
         try:
@@ -500,11 +500,20 @@ def _generation_of_name(name: str, settings: Settings, db: Any) -> str:
     return generation
 
 
-def _install_lock(lib: Path) -> Any:
-    """An OS lock beside the library: one install or rollback there at a time, so sweeping is safe."""
+def _install_lock(lib: Path, settings: Settings) -> Any:
+    """An OS lock per library: one install there at a time, so sweeping is safe.
+
+    The lock file lives in the cache, not beside the library: the app's folder gets nothing but the
+    library, its backup and the record.
+    """
+    import hashlib
+
     import filelock
 
-    lock = filelock.FileLock(lib.with_name(lib.name + LOCK_SUFFIX), timeout=0)
+    key = hashlib.sha256(str(lib.resolve()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    folder = settings.cache_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(folder / f"install-{key}{LOCK_SUFFIX}", timeout=0)
     try:
         lock.acquire()
     except filelock.Timeout:

@@ -37,11 +37,19 @@ def _escape(message: str) -> str:
     return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _safe(message: str) -> str:
+    # Messages quote file names, archive entries and tool output: a terminal escape in them is data, not a command.
+    from ipex_aot.untrusted import printable
+
+    return printable(message, keep="\n")
+
+
 def info(message: str) -> None:
-    print(message, file=_stream(), flush=True)
+    print(_safe(message), file=_stream(), flush=True)
 
 
 def warn(message: str) -> None:
+    message = _safe(message)
     if _github:
         print(f"::warning::{_escape(message)}", file=_stream(), flush=True)
     else:
@@ -50,6 +58,7 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     """The one line of a failed command: ``error: …``, an ``::error::`` annotation under GitHub Actions."""
+    message = _safe(message)
     if _github:
         print(f"::error::{_escape(message)}", file=_stream(), flush=True)
     else:

@@ -955,6 +955,6 @@ def _cmd_verify(args, settings: Settings) -> int:  # noqa: ANN001
         print(json.dumps([{"folder": f, "file": p, "generations": r.generations} for f, p, r in checked], indent=2))
     else:
         for folder, lib, r in checked:
-            print(f"ok {folder}: {lib} holds {', '.join(r.generations)}")
+            print(printable(f"ok {folder}: {lib} holds {', '.join(r.generations)}"))
     print(f"verified {len(checked)} folder(s)", file=sys.stderr)
     return 0

@@ -111,11 +111,14 @@ def check_yaml_bounds(text: str, *, max_depth: int = MAX_YAML_DEPTH, max_nodes: 
         return
 
 
-def printable(text: str) -> str:
-    """TEXT with control characters (and other unprintable ones) escaped, safe to print to a terminal."""
+def printable(text: str, keep: str = "") -> str:
+    """TEXT with control characters (and other unprintable ones) escaped, safe to print to a terminal.
+
+    KEEP names characters left as they are (the logger keeps line breaks of multi-line tails).
+    """
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    return "".join(c if c.isprintable() or c in keep else _escape(c) for c in text)
 
 
 def _escape(c: str) -> str:
