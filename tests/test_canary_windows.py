@@ -163,3 +163,82 @@ def test_pack_verify_install_rollback_windows_x86_64(tmp_path, dlls, settings):
     after = {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()}
     assert after == before  # byte for byte, and nothing left beside it
     assert install.find_app_package(app, INSTALL_PATH) == lib.parents[2]
+
+
+@pytest.mark.skipif(not WINDOWS, reason="Linux replaces a loaded .so by rename; only Windows refuses")
+def test_install_over_a_dll_a_running_app_has_loaded_changes_nothing(tmp_path, dlls, settings):
+    dist = _dist(tmp_path / "dist", dlls)
+    s = Settings.from_env({"IPEX_AOT_DIST": str(dist), "IPEX_AOT_CACHE": str(settings.cache_dir), "MAX_JOBS": "2"})
+    archive = pack.pack("canary", s).archive
+    app = tmp_path / APP
+    lib = app / INSTALL_PATH
+    lib.parent.mkdir(parents=True)
+    shutil.copyfile(dlls["12.0.0"], lib)  # the app's current DLL, a real one it can load
+    before = {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()}
+    running = subprocess.Popen([sys.executable, "-c", "import ctypes, sys, time; ctypes.CDLL(sys.argv[1]); "
+                                "print('loaded', flush=True); time.sleep(120)", str(lib)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert running.stdout is not None and running.stdout.readline().strip() == b"loaded"
+        env = dict(os.environ, IPEX_AOT_CACHE=str(settings.cache_dir), PYTHONIOENCODING="utf-8")
+        proc = subprocess.run([sys.executable, "-m", "ipex_aot", "install", str(archive), "--app", str(app),
+                               "--generation", "12.55.8"], capture_output=True, text=True, encoding="utf-8",
+                              env=env, stdin=subprocess.DEVNULL, cwd=REPO)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == install.InstallError.exit_code, proc.stderr
+        assert last.startswith(f"error: {lib} is in use") and last.endswith(
+            "close Demucs-GUI and run again (nothing was changed)"), last
+    finally:
+        running.kill()
+        running.wait()
+    after = {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()}
+    assert after == before  # no record, no backup, no temporary folder, the old DLL
+
+
+@pytest.mark.skipif(not WINDOWS, reason="Linux replaces a loaded .so by rename; only Windows refuses")
+def test_rollback_while_the_app_runs_changes_nothing(tmp_path, dlls, settings):
+    dist = _dist(tmp_path / "dist", dlls)
+    s = Settings.from_env({"IPEX_AOT_DIST": str(dist), "IPEX_AOT_CACHE": str(settings.cache_dir), "MAX_JOBS": "2"})
+    archive = pack.pack("canary", s).archive
+    app = tmp_path / APP
+    lib = app / INSTALL_PATH
+    lib.parent.mkdir(parents=True)
+    shutil.copyfile(dlls["12.0.0"], lib)
+    install.install(archive, s, app=app, generation="12.55.8")
+    installed = {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()}
+    running = subprocess.Popen([sys.executable, "-c", "import ctypes, sys, time; ctypes.CDLL(sys.argv[1]); "
+                                "print('loaded', flush=True); time.sleep(120)", str(lib)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert running.stdout is not None and running.stdout.readline().strip() == b"loaded"
+        with pytest.raises(install.InstallError, match=r"close Demucs-GUI and run again \(nothing was changed\)$"):
+            install.rollback(None, None, s, app=app)
+    finally:
+        running.kill()
+        running.wait()
+    assert {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()} == installed
+    install.rollback(None, None, s, app=app)  # the app closed: now it goes back
+    assert lib.read_bytes() == dlls["12.0.0"].read_bytes()
+
+
+def test_a_second_install_into_the_same_app_waits_for_none(tmp_path, dlls, settings):
+    """The install lock (filelock: msvcrt.locking on Windows, flock on Linux) is held by another process."""
+    app = tmp_path / APP
+    lib = app / INSTALL_PATH
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"MZ old")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from ipex_aot import install; held = install._install_lock(Path(sys.argv[1])); "
+                               "print('locked', flush=True); time.sleep(120)", str(lib)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+        dist = _dist(tmp_path / "dist", dlls)
+        s = Settings.from_env({"IPEX_AOT_DIST": str(dist), "IPEX_AOT_CACHE": str(settings.cache_dir), "MAX_JOBS": "2"})
+        archive = pack.pack("canary", s).archive
+        with pytest.raises(install.InstallError, match="another ipex-aot install into .* is running"):
+            install.install(archive, s, app=app, generation="12.55.8")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lib.read_bytes() == b"MZ old"

@@ -171,3 +171,45 @@ def test_setvars_bat_is_run_by_cmd_and_its_environment_captured(tmp_path):
     with pytest.raises(ToolchainError) as err:
         toolchain.activate(script, dict(base, IPEX_AOT_STANDIN_FAIL="1"))
     assert str(script) in err.value.message and "(exit 1)" in err.value.message and "\n" not in err.value.message
+
+
+def test_long_paths_past_max_path(tmp_path):
+    """A library path past Windows' old 260-character MAX_PATH: written atomically, found under --app, checked for use."""
+    app = tmp_path / USER_DIR / "Demucs-GUI"
+    deep = app.joinpath(*[f"level {i} with a fairly long folder name" for i in range(6)])
+    lib = deep / "intel_extension_for_pytorch" / "bin" / "intel-ext-pt-gpu.dll"
+    assert len(str(lib)) > 260
+    lib.parent.mkdir(parents=True)
+    write_json(lib.with_name("record.json"), {"path": str(lib)})
+    assert read_json(lib.with_name("record.json")) == {"path": str(lib)}
+    lib.write_bytes(b"MZ")
+    with pytest.raises(InstallError, match="looked 5 folders deep"):
+        install.find_app_package(app, "intel_extension_for_pytorch/bin/intel-ext-pt-gpu.dll")  # 7 levels down
+    assert install.find_app_package(deep.parents[1], "intel_extension_for_pytorch/bin/intel-ext-pt-gpu.dll") == deep
+    assert platforms.host().in_use(lib) is None
+
+
+def test_each_platform_names_its_own_tools():
+    from ipex_aot import toolchain
+
+    windows, linux = platforms.get("windows-x86_64"), platforms.get("linux-x86_64")
+    assert (windows.name, linux.name) == ("windows", "linux")
+    assert toolchain.compiler_command("icpx", windows=True) == "icx"
+    assert toolchain.compiler_command("icx", windows=False) == "icpx"
+    assert (windows.library_name("canary-gpu"), linux.library_name("canary-gpu")) == ("canary-gpu.dll",
+                                                                                      "libcanary-gpu.so")
+    assert (windows.activation_suffix, linux.activation_suffix) == (".bat", ".sh")
+    assert str(windows.oneapi_roots()[0]).endswith("Intel\\oneAPI") or str(windows.oneapi_roots()[0]).endswith(
+        "Intel/oneAPI")
+
+
+def test_setvars_bat_is_found_under_oneapi_root(tmp_path):
+    from ipex_aot import toolchain
+    from ipex_aot.settings import Settings
+
+    root = _oneapi_standin(tmp_path)
+    settings = Settings.from_env({"ONEAPI_ROOT": str(root)})
+    # The component's env\\vars.bat is preferred over the root setvars.bat (it activates one version only).
+    assert toolchain.find_activation(settings, "2025.0.1", windows=True) == root / "compiler" / "2025.0" / "env" / "vars.bat"
+    (root / "compiler").rename(root / "other")
+    assert toolchain.find_activation(settings, "2025.0.1", windows=True) == root / "setvars.bat"
