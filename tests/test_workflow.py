@@ -195,8 +195,8 @@ def test_sign_job_attests_and_uploads_the_signature():
 # `nox -s workflow` runs the REAL workflow file with nektos/act on this machine (tools/act/workflow.py):
 # every job, its matrix, outputs, needs, artifacts and caches; the marketplace actions are the offline
 # stand-ins of tools/act/standins/, `gh` records the release. Each run takes minutes, so the recipes are
-# small: the canary with two generations, and a two-platform canary with one (its Windows side a
-# stand-in build, tests/data/workflow/standin_build.py, until the canary has a mingw-built DLL).
+# small: the canary with two generations, and a two-platform canary with one (its Windows side the
+# canary's MinGW-w64 DLL, cross-built here by `build --platform windows-x86_64`).
 
 DATA = REPO / "tests" / "data" / "workflow"
 
