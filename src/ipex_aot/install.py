@@ -340,13 +340,13 @@ def _check_images(path: Path, generation: str, settings: Settings) -> None:
         result = scan_file(path, settings=settings)
     except ScanError as e:
         raise ArchiveError(f"the library for {generation} in the archive is unreadable: {e.message}") from None
-    if generation in result.generations:
+    if generation in result.native:
         return
-    if result.unresolved and not result.generations:
+    if result.unresolved and not result.native:
         log.warn(f"{len(result.unresolved)} device image(s) cannot be mapped to a generation without ocloc; "
                  "installing on the manifest's word")
         return
-    raise ArchiveError(f"the library in folder {generation} holds {', '.join(result.generations) or 'no native image'}, "
+    raise ArchiveError(f"the library in folder {generation} holds {', '.join(result.native) or 'no native image'}, "
                        f"not {generation}; the archive is wrong, nothing was changed")
 
 

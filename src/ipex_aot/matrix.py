@@ -341,8 +341,7 @@ def _cmd_check_installed(args: argparse.Namespace, settings: Settings) -> int:
     recipe = load_recipe(args.recipe)
     path = installed_artifact(recipe, args.platform or host_platform())
     result = require_generation(path, args.generation)
-    log.info(f"{path}: holds {args.generation} natively ({', '.join(result.generations)}; "
-             f"generic IR: {'yes' if result.generic_ir else 'no'})")
+    log.info(f"{path}: holds {args.generation} natively ({result.summary})")
     return 0
 
 

@@ -95,10 +95,7 @@ def verify_folders(dist: Path, recipe: Recipe, generations: Sequence[str]) -> di
         library = recipe_dist(dist, recipe.name) / generation / record["artifact"]["name"]
         result = require_generation(library, generation)
         scans[generation] = result.to_json()
-        log.info(
-            f"{generation}: {library.name} holds {', '.join(result.generations)} natively "
-            f"({result.images} images{', generic_ir' if result.generic_ir else ''})"
-        )
+        log.info(f"{generation}: {library.name}: {result.summary} ({result.images} images)")
     return scans
 
 
@@ -218,8 +215,8 @@ def _verify_archive(archive: Path, settings: Settings, public_key: Any = None) -
         log.info(check_archive(archive, Trust(public_key)))
     checked = []
     for folder, path, result in verify_archive(archive, settings):
-        log.info(f"{folder}: {path} holds {', '.join(result.generations)}")
-        checked.append({"folder": folder, "generations": list(result.generations)})
+        log.info(f"{folder}: {path}: {result.summary}")
+        checked.append({"folder": folder, "native": list(result.native), "jit": result.jit})
     return checked
 
 

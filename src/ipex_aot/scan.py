@@ -35,6 +35,7 @@ capped: a truncated or malformed file gives a one-line :class:`ScanError`.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import mmap
@@ -66,6 +67,11 @@ AR_MAGIC = b"!<arch>\n"
 ELF_MAGIC = b"\x7fELF"
 SPIRV_MAGIC = b"\x03\x02\x23\x07"
 CTNI_MAGIC = b"CTNI"
+#: DPC++ 2025+ compresses device images (``--offload-compress``) as zstd frames; the .tgtimg
+#: size of such an entry is the uncompressed size (checked on oneMKL 2026.2's libraries).
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Largest image a zstd frame may expand to: a cap against decompression bombs.
+MAX_UNCOMPRESSED = 1 << 31
 #: ocloc's OpenCL ELF container (ET_OPENCL_SOURCE .. ET_OPENCL_DEBUG), which wraps patch tokens.
 ET_OPENCL = range(0xFF01, 0xFF06)
 OPENCL_DEVICE_BINARY = "Intel(R) OpenCL Device Binary"
@@ -91,22 +97,33 @@ class Image:
     generation: str | None = None  # exact, when the entry name or the product-config note says it
     candidates: tuple[str, ...] = ()  # generations whose signature matches (runs natively on each)
     how: str = ""
+    #: (file offset, bytes) of the zstd frame the image is stored in; OFFSET is then the frame's
+    #: offset and SIZE the image's own (uncompressed) size.
+    zstd_frame: tuple[int, int] | None = None
 
     @property
     def generations(self) -> tuple[str, ...]:
         return (self.generation,) if self.generation else self.candidates
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "format": self.format, "offset": self.offset, "size": self.size,
-                "generation": self.generation, "candidates": list(self.candidates), "how": self.how}
+        out = {"kind": self.kind, "format": self.format, "offset": self.offset, "size": self.size,
+               "generation": self.generation, "candidates": list(self.candidates), "how": self.how}
+        if self.zstd_frame:
+            out["zstd_frame"] = {"offset": self.zstd_frame[0], "size": self.zstd_frame[1]}
+        return out
 
 
 @dataclass
 class ScanResult:
+    """What a library holds, in the words a user asks in: which GPUs run it natively, and can others JIT it."""
+
     path: str
     format: str  # "elf" | "pe" | "ar" | "zebin" | "spirv" | "patchtokens"
-    generations: list[str]
-    generic_ir: bool
+    #: Generations with a native (AOT) image: these GPUs run the library without compiling anything.
+    native: list[str]
+    #: True when any SPIR-V is present (a JIT image or a fat binary's generic_ir): other GPUs can
+    #: still run the library after the driver compiles it on first use.
+    jit: bool
     images: int  # top-level embedded images (.tgtimg entries, or blobs found in sections / by pattern)
     bytes_per_generation: dict[str, int]
     native_images: int = 0  # per-generation native binaries (fat-binary entries counted one by one)
@@ -115,14 +132,48 @@ class ScanResult:
     sections: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)  # native images whose generation is unknown
     details: list[Image] = field(default_factory=list)
+    #: A fat binary carries a generic_ir entry (ocloc kept the SPIR-V beside its native images).
+    generic_ir: bool = False
+    compressed_images: int = 0  # top-level images stored as zstd frames
+    #: Things a reader of the file should know that are not errors (an image that runs past its section).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def generations(self) -> list[str]:
+        """Same as :attr:`native` (the name the callers used before the report said it plainly)."""
+        return self.native
+
+    @property
+    def device_code(self) -> bool:
+        return bool(self.images or self.native_images or self.spirv_images)
+
+    @property
+    def summary(self) -> str:
+        """The answer first: which GPUs run it natively, and what the others do."""
+        if not self.device_code:
+            return "no SYCL device code"
+        parts = []
+        if self.native:
+            parts.append(f"AOT for {', '.join(self.native)}")
+        elif self.native_images:
+            parts.append(f"{self.native_images} native image(s) for generations not identified here")
+        if self.jit and (self.native or self.native_images):
+            parts.append("SPIR-V present, so other GPUs fall back to JIT")
+        elif self.jit:
+            parts.append("JIT only: SPIR-V and no native image, so every GPU compiles it on first use")
+        else:
+            parts.append("no SPIR-V, so other GPUs cannot run it")
+        return "; ".join(parts)
 
     def to_json(self, details: bool = False) -> dict:
-        out = {"path": self.path, "format": self.format, "generations": self.generations,
-               "generic_ir": self.generic_ir, "images": self.images,
+        out = {"path": self.path, "summary": self.summary, "device_code": self.device_code,
+               "native": self.native, "jit": self.jit, "format": self.format, "images": self.images,
                "bytes_per_generation": self.bytes_per_generation, "native_images": self.native_images,
-               "spirv_images": self.spirv_images, "found_by": self.found_by, "sections": self.sections,
-               "unresolved": self.unresolved}
+               "spirv_images": self.spirv_images, "compressed_images": self.compressed_images,
+               "found_by": self.found_by, "sections": self.sections, "unresolved": self.unresolved}
         if details:
+            out["fat_binary_generic_ir"] = self.generic_ir
+            out["notes"] = self.notes
             out["details"] = [i.to_json() for i in self.details]
         return out
 
@@ -290,6 +341,83 @@ def _elf_sections(b: _Buf) -> list[_Section]:
         searchable = not (flags & 0x4) and sh_type not in (2, 3, 4, 5, 6, 9, 11) and sh_type < 0x60000000
         out.append(_Section(name, addr, off if has_data else -1, size if has_data else 0, -1, searchable))
     return out
+
+
+@dataclass
+class _Segment:
+    """An ELF PT_LOAD program header: what the loader maps, whatever the section table says."""
+
+    index: int
+    addr: int
+    offset: int
+    size: int  # p_filesz: bytes backed by the file
+    executable: bool = False  # PF_X: code, where no linker puts device images
+
+
+def _elf_segments(b: _Buf) -> list[_Segment]:
+    phoff, = b.unpack("<Q", 0x20, "ELF header")
+    phentsize, phnum = b.unpack("<HH", 0x36, "ELF header")
+    if phoff == 0 or phnum == 0:
+        return []
+    if phentsize != 56:
+        raise ScanError(f"{b.path}: malformed ELF: program header size {phentsize}, expected 56")
+    if phnum == 0xFFFF:
+        raise ScanError(f"{b.path}: ELF with extended program-header numbering is not supported")
+    b.need(phoff, phnum * 56, "ELF program headers")
+    out = []
+    for i in range(phnum):
+        p_type, flags, off, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", b.v, phoff + 56 * i)
+        if p_type == 1 and filesz:  # PT_LOAD
+            b.need(off, filesz, f"PT_LOAD segment {i}")
+            out.append(_Segment(i, vaddr, off, filesz, bool(flags & 1)))
+    return out
+
+
+def _zstd_frame(v: memoryview, off: int, end: int) -> tuple[int, int | None] | None:
+    """(compressed length, declared content size or None) of the zstd frame at OFF; None if not one.
+
+    Only the frame and block headers are read (RFC 8878 sections 3.1.1.1-3.1.1.2), so the
+    frame's extent is known without decompressing it.
+    """
+    if off + 6 > end or bytes(v[off:off + 4]) != ZSTD_MAGIC:
+        return None
+    fhd = v[off + 4]
+    if fhd & 0x08:  # reserved bit
+        return None
+    single = (fhd >> 5) & 1
+    fcs_len = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    pos = off + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    content: int | None = None
+    if fcs_len:
+        if pos + fcs_len > end:
+            return None
+        content = int.from_bytes(bytes(v[pos:pos + fcs_len]), "little") + (256 if fcs_len == 2 else 0)
+    pos += fcs_len
+    for _ in range(MAX_IMAGES):
+        if pos + 3 > end:
+            return None
+        h = int.from_bytes(bytes(v[pos:pos + 3]), "little")
+        btype, bsize = (h >> 1) & 3, h >> 3
+        if btype == 3:
+            return None
+        pos += 3 + (1 if btype == 1 else bsize)
+        if pos > end:
+            return None
+        if h & 1:
+            pos += 4 if fhd & 0x04 else 0  # content checksum
+            return (pos - off, content) if pos <= end else None
+    return None
+
+
+def _zstd_size(dctx: Any, packed: memoryview) -> int:
+    """Uncompressed size of a frame that does not declare it, counted in chunks (never held whole)."""
+    total = 0
+    with dctx.stream_reader(packed) as reader:
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+            if total > MAX_UNCOMPRESSED:
+                raise ScanError(f"a zstd frame expands past {MAX_UNCOMPRESSED} bytes")
+    return total
 
 
 def _pe_sections(b: _Buf) -> list[_Section]:
@@ -473,9 +601,13 @@ class _Scanner:
         self.images: list[Image] = []
         self.top = 0
         self.generic_ir = False
+        self.compressed = 0
+        self.notes: list[str] = []
         self._signatures = signatures
         self._sigs: Signatures | None = None
         self._sigs_tried = False
+        self._dctx: Any = None
+        self._frame: tuple[int, tuple[int, int | None]] | None = None  # (offset, frame) _locate just parsed
 
     def sigs(self) -> Signatures | None:
         if not self._sigs_tried:
@@ -484,23 +616,76 @@ class _Scanner:
         return self._sigs
 
     # one top-level blob
-    def blob(self, off: int, size: int, hint: str, strict: bool = True) -> int:
+    def blob(self, off: int, size: int, hint: str, strict: bool = True, *, expect: int | None = None) -> int:
         """Record the images of the blob at OFF (at most SIZE bytes); returns the bytes it used.
 
         Not STRICT: SIZE is only a limit (the region's end), as for a fat binary
         found in a section without a table, which ends where its members end.
+        EXPECT: the uncompressed size a table gives for the image, checked when it is a zstd frame.
         """
         self.top += 1
         if self.top > MAX_IMAGES:
             raise ScanError(f"{self.path}: more than {MAX_IMAGES} embedded images; not a library this tool understands")
         v = self.v[off:off + size]
         head = bytes(v[:8])
+        if head[:4] == ZSTD_MAGIC:
+            return self.zstd(off, size, hint, expect)
         if head == AR_MAGIC:
             return self.fat(off, len(v), strict=strict)
         if head[:4] == SPIRV_MAGIC:
             self.images.append(Image("spirv", "spirv", off, len(v), how=hint))
             return len(v)
         return self.native(off, v, hint, None)
+
+    def zstd(self, off: int, limit: int, hint: str, expect: int | None) -> int:
+        """An image stored as a zstd frame: its extent from the block headers, its kind from its own header.
+
+        SPIR-V is recognised from the first bytes; a native image (zebin, fat binary) is
+        decompressed whole, one at a time, because its target is in notes near its end.
+        """
+        frame = self._frame[1] if self._frame and self._frame[0] == off else _zstd_frame(self.v, off, off + limit)
+        if frame is None:
+            raise ScanError(f"{self.path}: {hint}: the zstd frame at {off:#x} is truncated or malformed "
+                            f"(its blocks do not end within {limit} bytes)")
+        flen, content = frame
+        if expect is not None and content is not None and content != expect:
+            raise ScanError(f"{self.path}: {hint}: the table gives {expect} bytes but the zstd frame at {off:#x} "
+                            f"declares {content} uncompressed bytes; the library is malformed")
+        if content is not None and content > MAX_UNCOMPRESSED:
+            raise ScanError(f"{self.path}: {hint}: the zstd frame at {off:#x} declares {content} bytes; "
+                            f"more than {MAX_UNCOMPRESSED} is not an image this tool reads")
+        import zstandard
+
+        packed = self.v[off:off + flen]
+        where = f"zstd frame at {off:#x} ({flen} bytes)"
+        self.compressed += 1
+        if self._dctx is None:
+            self._dctx = zstandard.ZstdDecompressor()
+        dctx = self._dctx
+        try:
+            if content is not None and content <= 1 << 20:
+                raw = dctx.decompress(packed, max_output_size=content)  # small: one call beats a stream
+                head = raw[:8]
+            else:
+                raw = None
+                with dctx.stream_reader(packed) as reader:
+                    head = reader.read(8)
+            if head[:4] == SPIRV_MAGIC:
+                size = content if content is not None else _zstd_size(dctx, packed)
+                self.images.append(Image("spirv", "spirv", off, size, how=f"{hint}: {where}", zstd_frame=(off, flen)))
+                return flen
+            if raw is None:
+                raw = dctx.decompress(packed, max_output_size=MAX_UNCOMPRESSED)
+        except zstandard.ZstdError as e:
+            raise ScanError(f"{self.path}: {hint}: the {where} does not decompress: {e}") from None
+        inner = _Scanner(f"{self.path}: {where}", memoryview(raw), self.sigs)
+        inner.blob(0, len(raw), hint)
+        for img in inner.images:
+            img.how = f"{img.how} ({where}, at +{img.offset:#x} uncompressed)"
+            img.offset, img.zstd_frame = off, (off, flen)
+            self.images.append(img)
+        self.generic_ir |= inner.generic_ir
+        return flen
 
     def fat(self, off: int, size: int, strict: bool = True) -> int:
         end = off + size
@@ -550,7 +735,7 @@ class _Scanner:
         return size
 
     # ways to find blobs
-    def from_table(self, table: _Section, sections: list[_Section]) -> bool:
+    def from_table(self, table: _Section, sections: list[_Section], segments: list[_Segment]) -> bool:
         if table.offset < 0 or table.size < 16:
             return False
         if table.size // 16 > MAX_IMAGES:
@@ -563,26 +748,64 @@ class _Scanner:
         spans_rva = sorted(((x.rva, x) for x in sections if x.offset >= 0 and x.size and x.rva >= 0),
                            key=lambda t: t[0])
         for i, (addr, size) in enumerate(entries):
-            sec = _containing(spans, addr, size) or _containing(spans_rva, addr, size)
-            if sec is None:
-                raise ScanError(f"{self.path}: .tgtimg entry {i} points to {addr:#x}+{size} outside the file's "
-                                "sections; the library is truncated or malformed")
-            start_addr = sec.addr if sec.addr <= addr < sec.addr + sec.size else sec.rva
-            self.blob(sec.offset + (addr - start_addr), size, f".tgtimg entry {i}")
+            off, end = self._locate(i, addr, size, spans, spans_rva, segments)
+            if bytes(self.v[off:off + 4]) == ZSTD_MAGIC:
+                self.blob(off, end - off, f".tgtimg entry {i}", expect=size)
+            else:
+                self.blob(off, size, f".tgtimg entry {i}")
         return True
 
-    def walk(self, start: int, end: int, hint: str, require: bool) -> None:
+    def _locate(self, i: int, addr: int, size: int, spans: list[tuple[int, _Section]],
+                spans_rva: list[tuple[int, _Section]], segments: list[_Segment]) -> tuple[int, int]:
+        """(file offset, end of the region it may use) of .tgtimg entry I.
+
+        The section that holds the entry's start says where it is; a compressed image's
+        extent is its zstd frame's (the table gives the uncompressed size). An image that
+        runs past its section but stays inside a PT_LOAD segment's file data is read from
+        the segment (the loader maps it so) with a note; anything else is named precisely.
+        """
+        sec = _containing(spans, addr, 1) or _containing(spans_rva, addr, 1)
+        seg = next((g for g in segments if g.addr <= addr < g.addr + g.size), None)
+        if sec is not None:
+            base = sec.addr if sec.addr <= addr < sec.addr + sec.size else sec.rva
+            off = sec.offset + (addr - base)
+        elif seg is not None:
+            off = seg.offset + (addr - seg.addr)
+        else:
+            raise ScanError(f"{self.path}: .tgtimg entry {i} points to {addr:#x}+{size}, which is in no section and "
+                            "no PT_LOAD segment of the file; the library is truncated or malformed")
+        frame = _zstd_frame(self.v, off, len(self.v))
+        self._frame = (off, frame) if frame else None
+        extent = frame[0] if frame else size
+        what = f"{'zstd frame' if frame else 'image'} at {addr:#x} (+{extent} bytes, ends {addr + extent:#x})"
+        if sec is not None and off + extent <= sec.offset + sec.size:
+            return off, sec.offset + sec.size
+        sec_text = (f"runs {addr + extent - (base + sec.size)} bytes past the end of section {sec.name} "
+                    f"({base + sec.size:#x})" if sec is not None else "lies in no section")
+        if seg is not None and addr + extent <= seg.addr + seg.size:
+            self.notes.append(f".tgtimg entry {i}: the {what} {sec_text}; read from PT_LOAD segment {seg.index} "
+                              f"({seg.addr:#x}-{seg.addr + seg.size:#x}), which maps it")
+            return off, seg.offset + seg.size
+        seg_text = (f" and {addr + extent - (seg.addr + seg.size)} bytes past the file data of PT_LOAD segment "
+                    f"{seg.index} ({seg.addr + seg.size:#x})" if seg is not None else "")
+        raise ScanError(f"{self.path}: .tgtimg entry {i}: the {what} {sec_text}{seg_text}; "
+                        "the library is truncated or malformed")
+
+    def walk(self, start: int, end: int, hint: str, require: bool, zstd: bool = False) -> None:
         """Images laid out one after another in [start, end): parse, skip, find the next magic.
 
         Images usually follow each other after a little zero padding, so the
         next one is first looked for right there; only when that fails is the
-        region searched, which keeps a 1.5 GB section to one pass.
+        region searched, which keeps a 1.5 GB section to one pass. ZSTD: also
+        take zstd frames, which only a bundle section is known to hold (four
+        magic bytes and a few block headers are too easily met in other data).
         """
-        finder = _MagicFinder(self.v, start, end)
+        patterns = _PATTERNS + ((ZSTD_MAGIC,) if zstd else ())
+        finder = _MagicFinder(self.v, start, end, patterns)
         pos = start
         found = 0
         while pos < end:
-            nxt = self._chained(pos, end) if found else None
+            nxt = self._chained(pos, end, patterns) if found else None
             if nxt is None:
                 nxt = finder.next(pos)
             if nxt is None:
@@ -603,17 +826,20 @@ class _Scanner:
         if require and not found:
             raise ScanError(f"{self.path}: {hint} holds no device image ocloc writes")
 
-    def _chained(self, pos: int, end: int) -> int | None:
+    def _chained(self, pos: int, end: int, patterns: tuple[bytes, ...]) -> int | None:
         """The image that starts right after POS, past up to 4 KiB of zero padding."""
         chunk = bytes(self.v[pos:min(end, pos + 4096)])
         at = pos + len(chunk) - len(chunk.lstrip(b"\0"))
         if at >= pos + len(chunk):
             return None
         head = bytes(self.v[at:at + 8])
-        for pat in (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC):
+        for pat in patterns:
             if head.startswith(pat) and _plausible(self.v, pat, at, end):
                 return at
         return None
+
+
+_PATTERNS = (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)
 
 
 def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -627,9 +853,7 @@ def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _containing(spans: list[tuple[int, _Section]], addr: int, size: int) -> _Section | None:
-    import bisect
-
-    i = bisect.bisect_right([a for a, _ in spans], addr) - 1
+    i = bisect.bisect_right(spans, addr, key=lambda t: t[0]) - 1
     if i >= 0:
         base, sec = spans[i]
         if base <= addr and addr + size <= base + sec.size:
@@ -646,9 +870,8 @@ class _MagicFinder:
     once when another pattern is found near the start.
     """
 
-    PATTERNS = (AR_MAGIC, ELF_MAGIC, SPIRV_MAGIC, CTNI_MAGIC)
-
-    def __init__(self, v: memoryview, start: int, end: int) -> None:
+    def __init__(self, v: memoryview, start: int, end: int, patterns: tuple[bytes, ...]) -> None:
+        self.patterns = patterns
         # mmap.find / bytes.find search in C; offsets are those of V, which starts at the file's start.
         self.obj = v.obj if isinstance(v.obj, mmap.mmap | bytes) and len(v.obj) == len(v) else bytes(v)
         self.end = end
@@ -682,7 +905,7 @@ class _MagicFinder:
         lo = pos
         while lo < self.end:
             hi = min(self.end, lo + window)
-            hits = [h for h in (self._find(p, pos, hi) for p in self.PATTERNS) if h >= 0]
+            hits = [h for h in (self._find(p, pos, hi) for p in self.patterns) if h >= 0]
             if hits:
                 return min(hits)
             lo, window = hi, min(window * 4, 1 << 28)
@@ -703,6 +926,8 @@ def _plausible(v: memoryview, pat: bytes, at: int, end: int) -> bool:
         return e_machine == EM_INTELGT or (e_type in ET_OPENCL and e_machine == 0)
     if pat == AR_MAGIC:
         return at + 68 <= end and bytes(v[at + 66:at + 68]) == b"`\n"
+    if pat == ZSTD_MAGIC:
+        return _zstd_frame(v, at, end) is not None
     if pat == CTNI_MAGIC:
         if at + 28 > end:
             return False
@@ -792,6 +1017,7 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], metho
     elif head[:4] == ELF_MAGIC or head[:2] == b"MZ":
         fmt = "elf" if head[:4] == ELF_MAGIC else "pe"
         sections = _elf_sections(s.b) if fmt == "elf" else _pe_sections(s.b)
+        segments = _elf_segments(s.b) if fmt == "elf" else []
         names = [x.name for x in sections]
         bundles = [x for x in sections if x.name.startswith(BUNDLE_PREFIX) and x.offset >= 0]
         table = next((x for x in sections if x.name == TGTIMG), None)
@@ -799,16 +1025,19 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], metho
             bundles, table = [], None
         elif method == "sections":
             table = None
-        if table is not None and s.from_table(table, sections):
+        if table is not None and s.from_table(table, sections, segments):
             found_by = "tgtimg"
         elif bundles:
             found_by = "sections"
             for sec in bundles:
-                s.walk(sec.offset, sec.offset + sec.size, f"section {sec.name}", require=False)
+                s.walk(sec.offset, sec.offset + sec.size, f"section {sec.name}", require=False, zstd=True)
         else:
             found_by = "byte-pattern"
-            # Only data sections; a file whose sections cover nothing is searched whole.
+            # Only data sections; without a section table (a stripped-down ELF) the data segments
+            # the loader maps; a file with neither is searched whole.
             regions = [(x.offset, x.offset + x.size) for x in sections if x.searchable and x.offset >= 0 and x.size]
+            if not sections:
+                regions = [(g.offset, g.offset + g.size) for g in segments if not g.executable]
             for start, end in _merge(regions) or [(0, len(v))]:
                 s.walk(start, end, "byte pattern", require=False)
     elif head[:6] == SEVENZ_MAGIC:
@@ -835,19 +1064,19 @@ def _result(path: str, fmt: str, s: _Scanner, found_by: str, names: list[str]) -
             per_gen[g] = per_gen.get(g, 0) + img.size
     gens = sorted(per_gen, key=generation_order)
     bundle_names = [n for n in names if n.startswith(BUNDLE_PREFIX) or n == TGTIMG]
-    return ScanResult(path=path, format=fmt, generations=gens, generic_ir=s.generic_ir, images=s.top,
+    return ScanResult(path=path, format=fmt, native=gens, jit=spirv > 0, images=s.top,
                       bytes_per_generation={g: per_gen[g] for g in gens}, native_images=native,
                       spirv_images=spirv, found_by=found_by, sections=bundle_names, unresolved=unresolved,
-                      details=s.images)
+                      details=s.images, generic_ir=s.generic_ir, compressed_images=s.compressed, notes=s.notes)
 
 
 def require_generation(path: str | Path, generation: str, *, settings: Settings | None = None,
                        signatures: Signatures | None = None) -> ScanResult:
     """ScanError unless PATH holds a native image that runs on GENERATION."""
     result = scan_file(path, settings=settings, signatures=signatures)
-    if generation in result.generations:
+    if generation in result.native:
         return result
-    held = ", ".join(result.generations) or "no native image"
+    held = ", ".join(result.native) or "no native image"
     extra = f"; {len(result.unresolved)} image(s) not mapped: {result.unresolved[0]}" if result.unresolved else ""
     raise ScanError(f"{path}: does not hold generation {generation} natively (holds {held}){extra}; "
                     "rebuild this generation")
@@ -913,7 +1142,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p = sub.add_parser("scan", help="list the SYCL device images a DLL / shared object holds")
     p.add_argument("file", help="a library (.dll/.so), an ocloc fat binary, a zebin or SPIR-V")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.add_argument("--details", action="store_true", help="with --json: one record per image")
+    p.add_argument("--details", action="store_true",
+                   help="notes about the file's layout; with --json also one record per image")
     p.set_defaults(func=_cmd_scan)
     v = sub.add_parser("verify", help="check that every folder of a build or archive holds its own generation")
     v.add_argument("target", help="a recipe name or recipes/X.yaml (checks dist/<recipe>/*), or a .7z archive")
@@ -927,16 +1157,23 @@ def _cmd_scan(args, settings: Settings) -> int:  # noqa: ANN001
     if args.json:
         print(json.dumps(result.to_json(details=args.details), indent=2))
         return 0
-    print(f"{result.path}: {result.format}, {result.images} embedded image(s) found by {result.found_by}")
-    for g in result.generations:
+    print(printable(f"{result.path}: {result.summary}"))
+    if not result.device_code:
+        return 0
+    packed = f", {result.compressed_images} zstd-compressed" if result.compressed_images else ""
+    print(f"  {result.format}, {result.images} embedded image(s){packed}, found by {result.found_by}")
+    for g in result.native:
         print(f"  {g:<10} {result.bytes_per_generation[g]:>14,} bytes native")
-    print(f"  SPIR-V modules: {result.spirv_images}; generic_ir in fat binaries: {'yes' if result.generic_ir else 'no'}")
+    print(f"  SPIR-V modules: {result.spirv_images}")
     for u in result.unresolved[:10]:
         print(f"  unresolved: {u}")
     if len(result.unresolved) > 10:
         print(f"  … {len(result.unresolved) - 10} more unresolved")
-    if not result.generations:
-        print("  no native (AOT) image: this library is JIT-only")
+    if args.details:
+        for note in result.notes:
+            print(f"  note: {note}")
+    elif result.notes:
+        print(f"  {len(result.notes)} note(s) about the file's layout: see --details")
     return 0
 
 
@@ -952,9 +1189,10 @@ def _cmd_verify(args, settings: Settings) -> int:  # noqa: ANN001
             raise UsageError("--trust-key, --sha256 and --signature check a .7z archive, not a build folder")
         checked = verify_dist(target, settings)
     if args.json:
-        print(json.dumps([{"folder": f, "file": p, "generations": r.generations} for f, p, r in checked], indent=2))
+        print(json.dumps([{"folder": f, "file": p, "native": r.native, "jit": r.jit} for f, p, r in checked],
+                         indent=2))
     else:
         for folder, lib, r in checked:
-            print(printable(f"ok {folder}: {lib} holds {', '.join(r.generations)}"))
+            print(printable(f"ok {folder}: {lib}: {r.summary}"))
     print(f"verified {len(checked)} folder(s)", file=sys.stderr)
     return 0
