@@ -9,9 +9,10 @@ cd "$(dirname "$0")"
 # minisign to check that signed releases interoperate with the real tool;
 # Debian's archive keyring verifies the sid index that `ipex-aot ocloc fetch` reads;
 # Wine and MinGW for the Windows lane (CPython for Windows under Wine, the canary's DLL);
-# ocl-icd's OpenCL ICD loader, through which `detect` asks the driver (tests: a fake ICD).
+# ocl-icd's OpenCL ICD loader, through which `detect` asks the driver (tests: a fake ICD);
+# zstd and gawk for the scan corpus's independent answers (tests/data/corpus/expected.sh).
 pkgs=(pci.ids 7zip git gcc binutils python3-venv intel-opencl-icd minisign debian-archive-keyring
-      wine64 gcc-mingw-w64-x86-64 ocl-icd-libopencl1)
+      wine64 gcc-mingw-w64-x86-64 ocl-icd-libopencl1 zstd gawk)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] || ! command -v ocloc >/dev/null; then

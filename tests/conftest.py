@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import corpus as _corpus  # noqa: E402
 import fakegpu  # noqa: E402
+import libfixtures  # noqa: E402
 
 WINDOWS = sys.platform == "win32"
-LINUX_TOOLS = ("ocloc", "gcc", "objdump", "git", "x86_64-w64-mingw32-gcc")
+LINUX_TOOLS = ("ocloc", "gcc", "objdump", "git", "x86_64-w64-mingw32-gcc",
+               # the corpus's independent answers (tests/data/corpus/expected.sh)
+               "readelf", "ar", "zstd", "gawk")
 WINDOWS_TOOLS = ("7za",)
 
 
@@ -72,3 +76,58 @@ def fake_gpus(fake_icd, tmp_path, monkeypatch):
         return env
 
     return apply
+
+
+@pytest.fixture(scope="session")
+def corpus() -> dict[str, Path]:
+    """Library id -> path of each real SYCL library of tests/data/corpus/corpus.json, fetched from PyPI once.
+
+    CI reaches PyPI; a machine that cannot fails here with pip's message (never a skip).
+    """
+    try:
+        return _corpus.fetch()
+    except RuntimeError as e:
+        pytest.fail(f"the real-library corpus could not be fetched into {_corpus.cache_dir()}: {e}")
+
+
+# --- the device-database cache and the install fixtures, shared by several test files ------------
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A device-database cache filled by a real sweep of TEST_PCI_IDS, stored where the
+    full database would be, so build (and the CLI) find it instead of sweeping everything."""
+    from ipex_aot.devices import build_database, cache_path, pci_ids_file
+    from ipex_aot.fsutil import write_json
+    from ipex_aot.ocloc import find_ocloc
+    from ipex_aot.settings import Settings
+
+    # A fixed folder under the session's base temp, where the CLI runs of several test files find it.
+    cache = tmp_path_factory.getbasetemp() / "ipex-aot-build-cache"
+    settings = Settings.from_env({"IPEX_AOT_CACHE": str(cache), "MAX_JOBS": "2"})
+    ocloc = find_ocloc(settings)
+    path = cache_path(settings, ocloc, pci_ids_file())
+    if not path.is_file():
+        db = build_database(ocloc, ids=libfixtures.TEST_PCI_IDS, jobs=2)
+        assert set(libfixtures.GENERATIONS) <= set(db.generations())
+        write_json(path, db.to_json())
+    return cache
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):  # noqa: ANN201 - ipex_aot.settings.Settings, imported late
+    """The install tests' settings: the session's ocloc-signature cache and a dist folder per module."""
+    from ipex_aot.settings import Settings
+
+    return Settings.from_env({"IPEX_AOT_CACHE": str(libfixtures.shared_cache(tmp_path_factory)),
+                              "IPEX_AOT_DIST": str(tmp_path_factory.mktemp("dist"))})
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """An archive with two generation folders, like pack writes it (built here with py7zr)."""
+    tmp = tmp_path_factory.mktemp("release")
+    g10, pvc = libfixtures.ocloc_ids("acm-g10")[0], libfixtures.ocloc_ids("pvc")[0]
+    libs = {g10: libfixtures.build_elf_library(tmp / g10 / "libgpu.so", [libfixtures.ocloc_image("acm-g10")]),
+            pvc: libfixtures.build_elf_library(tmp / pvc / "libgpu.so", [libfixtures.ocloc_image("pvc")])}
+    archive = libfixtures.make_archive(tmp / "r.7z", libs, pci_ids={g10: ["56A0"], pvc: ["0BD5"]})
+    return archive, libs

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -377,3 +379,101 @@ def build_pe_library(path: str | os.PathLike[str], native: Images, spirv: Images
     tmp.write_bytes(out)
     os.replace(tmp, path)
     return path
+
+
+# --- shared by the build, recipe, matrix, release, variants and workflow tests ----------------
+
+REPO = Path(__file__).resolve().parents[1]
+#: The canary generations the build tests build: a gen12lp, an Xe-HPG and an Xe-HPC one.
+GENERATIONS = ["12.0.0", "12.55.8", "12.60.7"]
+#: PCI IDs whose sweep covers the test generations (Tiger Lake, DG1, Arc A-series, Max 1550):
+#: a real sweep of these takes seconds, the full 0x0000-0xFFFF one a minute.
+TEST_PCI_IDS = [0x9A49, 0x9A40, 0x4905, *range(0x56A0, 0x56A8), 0x0BD5, 0x0BDA]
+
+
+def write_recipe(folder: Path, generations: list[str], *, devices: dict | None = None, name: str = "canary",
+                 artifact: str = "ipex_aot_canary/lib/libcanary-gpu.so") -> Path:
+    """The shipped canary recipe, restricted to ``generations``, with an absolute source path."""
+    text = (REPO / "recipes" / "canary.yaml").read_text()
+    targets = f"targets:\n  generations: {json.dumps(generations)}\n"
+    if devices:
+        targets += f"  devices: {json.dumps(devices)}\n"
+    text, n = re.subn(r"(?ms)^targets:\n.*?(?=^\S)", targets, text)
+    assert n == 1
+    text = text.replace("  path: canary\n", f"  path: {REPO / 'canary'}\n")
+    text = text.replace("linux-x86_64: ipex_aot_canary/lib/libcanary-gpu.so", f"linux-x86_64: {artifact}")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def cli_env(dist: Path, cache: Path) -> dict[str, str]:
+    return dict(os.environ, IPEX_AOT_DIST=str(dist), IPEX_AOT_CACHE=str(cache), PIP_DISABLE_PIP_VERSION_CHECK="1")
+
+
+# --- shared by the install, trust and archive tests -------------------------------------------
+
+#: Where the fixture archives' manifest says the library goes inside the package.
+INSTALL_PATH = "ipex_aot_fixture/lib/libgpu.so"
+
+
+def make_archive(path: Path, libs: dict[str, Path], *, pci_ids: dict | None = None, hashes: dict | None = None,
+                 extra: dict[str, bytes] | None = None) -> Path:
+    import py7zr
+
+    from ipex_aot.fsutil import sha256_file
+
+    manifest = {"schema": 1, "recipe": "fixture", "release": "0.1.0", "artifact_install_path": INSTALL_PATH,
+                "folders": {}}
+    with py7zr.SevenZipFile(path, "w") as z:
+        for gen, lib in libs.items():
+            manifest["folders"][gen] = {"generation": gen, "file": f"{gen}/libgpu.so",
+                                        "sha256": (hashes or {}).get(gen, sha256_file(lib)),
+                                        "size": lib.stat().st_size, "pci_ids": (pci_ids or {}).get(gen, [])}
+            z.write(lib, f"{gen}/libgpu.so")
+        for name, data in (extra or {}).items():
+            z.writestr(data, name)
+        z.writestr(json.dumps(manifest).encode(), "manifest.json")
+    return path
+
+
+def site(tmp_path: Path, content: bytes = b"the JIT-only library\n") -> tuple[Path, Path]:
+    root = tmp_path / "site-packages"
+    lib = root / INSTALL_PATH
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(content)
+    return root, lib
+
+
+# --- what the local ocloc itself says, for expected values that do not come from our device database ----
+
+@functools.cache
+def ocloc_device_names() -> tuple[str, ...]:
+    """The device names `ocloc compile --help` lists (products, then families and releases)."""
+    out = subprocess.run(["ocloc", "compile", "--help"], capture_output=True, text=True).stdout
+    listed = re.search(r"<device_type> can be: ([^\n]*)", out)
+    assert listed, out[:500]
+    return tuple(n.strip() for n in listed.group(1).split(",") if re.fullmatch(r"[a-z][a-z0-9_-]*", n.strip()))
+
+
+@functools.cache
+def ocloc_ids_raw(name: str) -> tuple[str, ...]:
+    """`ocloc ids NAME` as ocloc prints it: the generations, or () for a name it does not know."""
+    out = subprocess.run(["ocloc", "ids", name], capture_output=True, text=True).stdout
+    return tuple(re.findall(r"^(\d+\.\d+\.\d+)\s*$", out, re.M))
+
+
+def ocloc_names_by_generation() -> dict[str, list[str]]:
+    """Generation -> the listed names for which `ocloc ids NAME` prints exactly that one generation."""
+    out: dict[str, list[str]] = {}
+    for name in ocloc_device_names():
+        got = ocloc_ids_raw(name)
+        if len(got) == 1:
+            out.setdefault(got[0], []).append(name)
+    return out
+
+
+def ocloc_known_generations() -> set[str]:
+    """Every generation some listed name stands for in `ocloc ids`: what this ocloc can build."""
+    return {g for name in ocloc_device_names() for g in ocloc_ids_raw(name)}

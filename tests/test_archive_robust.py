@@ -18,7 +18,6 @@ from pathlib import Path
 
 import py7zr
 import pytest
-from test_install import INSTALL_PATH, make_archive, release, settings, site  # noqa: F401 - fixtures
 
 from ipex_aot import install
 from ipex_aot.errors import ArchiveError, IpexAotError, ScanError
@@ -26,6 +25,7 @@ from ipex_aot.scan import scan_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import libfixtures as L  # noqa: E402
+from libfixtures import INSTALL_PATH, site  # noqa: E402
 
 ENGINES = ["py7zr", "7z"]
 

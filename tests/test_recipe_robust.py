@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_build import cache_dir  # noqa: F401 - the session's device-database cache (a real sweep of a few IDs)
 
 from ipex_aot import toolchain
 from ipex_aot.devices import load_database

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import py7zr
 import pytest
-from test_build import cache_dir, write_recipe  # noqa: F401 - the session cache fixture is shared
+from libfixtures import write_recipe
 
 from ipex_aot import release, signing
 from ipex_aot.fsutil import read_json
@@ -20,7 +19,6 @@ from ipex_aot.fsutil import read_json
 REPO = Path(__file__).resolve().parents[1]
 GENERATIONS = ["12.0.0", "12.55.8"]
 
-pytestmark = pytest.mark.skipif(not shutil.which("ocloc") or not shutil.which("gcc"), reason="needs ocloc and gcc")
 
 
 def run_cli(*args: str, dist: Path, cache: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from httpserver import Server, serve
-from test_install import ids, make_archive, release, settings, site  # noqa: F401 - fixtures shared with test_install
+from libfixtures import make_archive, site  # noqa: E402 - the release and settings fixtures are in conftest
+from libfixtures import ocloc_ids as ids  # noqa: E402
 
 from ipex_aot import download, install, signing
 from ipex_aot.errors import DownloadError, SignatureError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import fakegpu
 import pytest
-from test_build import cache_dir, cli_env, write_recipe  # noqa: F401 - the session cache fixture is shared
+from libfixtures import cli_env, write_recipe
 
 from ipex_aot.scan import scan_file
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import py7zr
 import pytest
 import yaml
-from test_build import cache_dir  # noqa: F401 - the session's device-database cache
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "aot-release.yml"
