@@ -307,13 +307,22 @@ def test_small_sweep_rows(small_db):
     assert devices.display_name(names["56A0"]) in hit.row.names
 
 
-def test_products_and_groups_are_told_apart(small_db):
-    groups = set(small_db.groups)
-    assert {"xe-hpg", "gen12lp"} <= groups and not {"acm-g10", "adl-s", "adl-n"} & groups
-    sets = {n: set(v) for n, v in small_db.names.items() if v}
-    assert {n for n, s in sets.items() if any(o < s for o in sets.values())} <= groups
-    if "xe-hp" in sets:  # a release with one generation and no product name of its own
-        assert "xe-hp" in groups
+#: The families and releases each ocloc's `ocloc compile --help` lists after its products ("-device xe ;
+#: will compile all targets matching the same family", "-device gen12lp ; ... the same release"), copied
+#: from the help of the two oclocs the lane runs: bookworm's 22.43 (PATH) and Debian sid's 26.27.
+HELP_GROUPS = {
+    "22.43": {"gen11", "gen12lp", "gen8", "gen9", "xe", "xe-hp", "xe-hpc", "xe-hpg"},
+    "26.27": {"xe", "xe2", "xe3", "xe3p", "gen12lp", "xe-hpc", "xe-hpc-vg", "xe-hpg", "xe-lp", "xe-lpg",
+              "xe-lpgplus", "xe2-hpg", "xe2-lpg", "xe3-lpg", "xe3p-lpg", "xe3p-xpc"},
+}
+
+
+def test_products_and_groups_are_told_apart(small_db, ocloc):
+    release = ".".join(ocloc.version.split(".")[:2])
+    if release not in HELP_GROUPS:  # sid moved on: a fact of the lane, shown by -ra, not a pass
+        pytest.skip(f"no recorded --help groups for ocloc {ocloc.version}; add them to HELP_GROUPS")
+    assert set(small_db.groups) == HELP_GROUPS[release]
+    assert not {"acm-g10", "adl-s", "adl-n", "tgllp", "pvc"} & set(small_db.groups)  # products, by the same help
 
 
 def test_database_queries(small_db):

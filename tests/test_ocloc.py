@@ -143,8 +143,14 @@ def test_compile_one_device_gives_a_bin_and_several_a_fat_archive(ocloc, tmp_pat
     info = binary_info(single.read_bytes())
     assert info.format == "zebin"
     fat = ocloc.compile(src, "acm-g10,adl-s", tmp_path / "fat")
-    assert fat.suffix == ".ar"
-    assert fat.read_bytes().startswith(b"!<arch>") or fat.stat().st_size > single.stat().st_size
+    assert fat.suffix == ".ar" and fat.read_bytes().startswith(b"!<arch>\n")
+    # Its entries, listed by binutils' ar, are one per generation that `ocloc ids` prints for the two names.
+    entries = subprocess.run(["ar", "t", str(fat)], capture_output=True, text=True, check=True).stdout.split()
+    wanted = []
+    for name in ("acm-g10", "adl-s"):
+        out = subprocess.run([ocloc.path, "ids", name], capture_output=True, text=True, check=True).stdout
+        wanted += [f"64.{line.strip()}" for line in out.splitlines() if re.fullmatch(r"\d+\.\d+\.\d+", line.strip())]
+    assert len(wanted) >= 2 and sorted(e for e in entries if e.startswith("64.")) == sorted(wanted)
     assert sorted(p.name for p in (tmp_path / "fat").iterdir()) == [fat.name]  # nothing else left behind
 
 

@@ -75,6 +75,10 @@ class Options:
     #: Test hooks: add a constant to one workload's device output; replay a recorded SYCL trace.
     perturb: Mapping[str, float] = field(default_factory=dict)
     trace_replay: Path | None = None
+    #: Test hook: the torch device the XPU half's run computes on. Where no Intel GPU exists the tests
+    #: use "cpu" with a recorded identity (``probe``) and a recorded trace (``trace_replay``), so the
+    #: XPU verdict (trace, workloads, package) is reached through its own path.
+    xpu_compute_device: str = "xpu"
 
 
 #: (device, spec extras) -> the worker's result; replaced in tests by recorded device properties.
@@ -329,8 +333,6 @@ def _device_half(report: dict[str, Any], record: Mapping[str, Any], root: Path, 
     if not run["identity"].get("available"):
         skips.append(run["identity"]["reason"])
         return
-    if options.trace_replay:
-        _trace_verdict(report, shared.stdout, failures)
     report["workloads_run"] = (f"shared: one {device} process for every generation (an IPEX GPU library is not on "
                                f"the {device} compute path)")
     _apply_workloads(report, run, options, failures)
@@ -377,7 +379,9 @@ def _xpu(report: dict[str, Any], options: Options, work: Path, state: dict[str, 
         else:
             skips.append(message)
         return
-    worker = spawn_worker(_spec("run", "xpu", options, **package_spec), work, f"run-{generation}-xpu", options)
+    spec = _spec("run", "xpu", options, **package_spec)
+    spec["device"] = options.xpu_compute_device
+    worker = spawn_worker(spec, work, f"run-{generation}-xpu", options)
     run, stdout = worker.result, worker.stdout
     if state["logs"] is not None:
         # The evidence behind the verdict: the runtime's trace, and the worker's own messages.
