@@ -393,14 +393,19 @@ TEST_PCI_IDS = [0x9A49, 0x9A40, 0x4905, *range(0x56A0, 0x56A8), 0x0BD5, 0x0BDA]
 
 def write_recipe(folder: Path, generations: list[str], *, devices: dict | None = None, name: str = "canary",
                  artifact: str = "ipex_aot_canary/lib/libcanary-gpu.so") -> Path:
-    """The shipped canary recipe, restricted to ``generations``, with an absolute source path."""
+    """The shipped canary recipe, restricted to ``generations``, with the canary's source copied beside it.
+
+    A recipe's source.path may not leave its repository (the folder holding recipes/), so the
+    canary's few files are copied into FOLDER's parent instead of pointing back at this checkout.
+    """
     text = (REPO / "recipes" / "canary.yaml").read_text()
     targets = f"targets:\n  generations: {json.dumps(generations)}\n"
     if devices:
         targets += f"  devices: {json.dumps(devices)}\n"
     text, n = re.subn(r"(?ms)^targets:\n.*?(?=^\S)", targets, text)
     assert n == 1
-    text = text.replace("  path: canary\n", f"  path: {REPO / 'canary'}\n")
+    shutil.copytree(REPO / "canary", folder.parent / "canary", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("build", "__pycache__", "*.egg-info"))
     text = text.replace("linux-x86_64: ipex_aot_canary/lib/libcanary-gpu.so", f"linux-x86_64: {artifact}")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"

@@ -225,8 +225,9 @@ def test_cli_unknown_device_is_one_line_and_builds_nothing(tmp_path, cache_dir):
 
 
 def test_ipex_recipe_without_oneapi_stops_at_preflight(tmp_path, cache_dir):
-    """`nox -s build -- recipes/ipex-2.1.40-xpu.yaml --generation 12.55.8` on a machine without oneAPI."""
-    recipe = REPO / "recipes" / "ipex-2.1.40-xpu.yaml"
+    """`nox -s build -- recipes/ipex-2.8.10-xpu.yaml --generation 12.55.8` on a Linux machine without oneAPI
+    (a recipe this platform can build: a Windows-only one stops earlier, at the platform check)."""
+    recipe = REPO / "recipes" / "ipex-2.8.10-xpu.yaml"
     env = cli_env(tmp_path / "dist", cache_dir)
     env.pop("ONEAPI_ROOT", None)
     proc = subprocess.run(
@@ -238,7 +239,7 @@ def test_ipex_recipe_without_oneapi_stops_at_preflight(tmp_path, cache_dir):
     # A Windows-only recipe on Linux: the platform is said first, before any oneAPI lookup (issue 12, stumble 2).
     assert last.startswith("error:") and "builds for windows-x86_64; this host is linux-x86_64" in last
     assert "preflight" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "dist" / "ipex-2.1.40-xpu" / "12.55.8").exists()
+    assert not (tmp_path / "dist" / "ipex-2.8.10-xpu" / "12.55.8").exists()
 
 
 # A nox installed without the project (pipx's, say) must still list the sessions: the noxfile

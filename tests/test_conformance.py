@@ -88,7 +88,7 @@ def test_cpu_run_passes_end_to_end(tmp_path, canary_wheel):
     assert proc.returncode == 0, proc.stderr
     (report,) = json.loads(proc.stdout)
     assert report["verdict"] == "pass", report["reasons"]
-    assert report["static"]["ok"] and "12.55.8" in report["static"]["scan"]["generations"]
+    assert report["static"]["ok"] and "12.55.8" in report["static"]["scan"]["native"]
     assert report["identity"]["kind"] == "cpu"
     # every workload in every CPU dtype, each with its errors and timings
     got = {(e["workload"], e["dtype"]) for e in report["workloads"]}

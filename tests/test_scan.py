@@ -282,3 +282,38 @@ def test_product_config_note_gives_the_exact_generation(tmp_path, sigs):
     assert patched
     r = scan.scan_file(write(tmp_path, "pc.bin", bytes(data)), signatures=scan.Signatures("none", {}, {}))
     assert r.generations == [want] and "product-config note" in r.details[0].how
+
+
+def test_zstd_compressed_fat_binary_is_read_through_the_table_and_the_sections(tmp_path, sigs):
+    """DPC++ 2025+ stores images as zstd frames and writes the uncompressed size into .tgtimg (as
+    oneMKL 2026's libraries show); a compressed fat binary's entries still name their generations."""
+    import zstandard
+
+    fat = L.ocloc_image("acm-g10,pvc")
+    packed = zstandard.ZstdCompressor(level=19).compress(fat)
+    assert len(packed) < len(fat)
+    lib = L.build_elf_library(tmp_path / "libz.so", [packed], [L.ocloc_spirv()])
+    data = bytearray(lib.read_bytes())
+    # Write the uncompressed size into the table entry that points at the frame, as DPC++ does.
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shnum, shstrndx = struct.unpack_from("<HH", data, 0x3C)
+    names_off = struct.unpack_from("<Q", data, shoff + 64 * shstrndx + 24)[0]
+    for i in range(shnum):
+        name_off, = struct.unpack_from("<I", data, shoff + 64 * i)
+        if bytes(data[names_off + name_off:names_off + name_off + 8]) == b".tgtimg\0":
+            table = struct.unpack_from("<Q", data, shoff + 64 * i + 24)[0]
+            sizes = [struct.unpack_from("<Q", data, table + 16 * k + 8)[0] for k in range(2)]
+            k = sizes.index(len(packed))
+            struct.pack_into("<Q", data, table + 16 * k + 8, len(fat))
+    lib.write_bytes(data)
+    want = sort_generations(ids("acm-g10") + ids("pvc"))
+    for method in ("tgtimg", "sections"):
+        r = scan.scan_file(lib, signatures=sigs, method=method)
+        assert r.found_by == method and r.native == want and r.jit, r.to_json()
+        assert r.compressed_images == 1 and r.native_images == 2
+        assert all(i.zstd_frame == (i.offset, len(packed)) for i in r.details if i.kind == "native")
+    # A table whose size disagrees with the frame's own content size is named as malformed.
+    struct.pack_into("<Q", data, table + 16 * k + 8, len(fat) + 1)
+    lib.write_bytes(data)
+    with pytest.raises(ScanError, match=rf"the table gives {len(fat) + 1} bytes but the zstd frame .* declares {len(fat)}"):
+        scan.scan_file(lib, signatures=sigs)

@@ -654,7 +654,11 @@ class _Scanner:
         if content is not None and content > MAX_UNCOMPRESSED:
             raise ScanError(f"{self.path}: {hint}: the zstd frame at {off:#x} declares {content} bytes; "
                             f"more than {MAX_UNCOMPRESSED} is not an image this tool reads")
-        import zstandard
+        try:
+            import zstandard
+        except ImportError:
+            raise ScanError(f"{self.path}: {hint}: the image at {off:#x} is zstd-compressed and the zstandard "
+                            "package is missing; install ipex-aot with its dependencies (pip install zstandard)") from None
 
         packed = self.v[off:off + flen]
         where = f"zstd frame at {off:#x} ({flen} bytes)"
