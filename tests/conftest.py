@@ -131,3 +131,15 @@ def release(tmp_path_factory):
             pvc: libfixtures.build_elf_library(tmp / pvc / "libgpu.so", [libfixtures.ocloc_image("pvc")])}
     archive = libfixtures.make_archive(tmp / "r.7z", libs, pci_ids={g10: ["56A0"], pvc: ["0BD5"]})
     return archive, libs
+
+
+@pytest.fixture(scope="module")
+def db(settings):
+    """A real device database for two PCI IDs, swept with the installed ocloc."""
+    from ipex_aot import devices
+    from ipex_aot.ocloc import find_ocloc
+
+    ocloc = find_ocloc(settings)
+    result = devices.sweep(ocloc, [0x56A0, 0x0BD5], jobs=2)
+    rows = devices.build_rows(result, devices.read_pci_names(devices.pci_ids_file()))
+    return devices.DeviceDatabase(ocloc.to_json(), rows, result.names, result.groups)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_install import INSTALL_PATH, release, settings, site  # noqa: F401 - fixtures
+from libfixtures import site  # the release and settings fixtures are in conftest
 from test_pack import cache, do_pack, libraries, make_dist  # noqa: F401 - fixtures
 
 from ipex_aot import install, pack

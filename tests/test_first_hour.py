@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from test_install import db, ids, release, settings, site  # noqa: F401 - fixtures
+from libfixtures import ocloc_ids as ids  # the db, release and settings fixtures are in conftest
+from libfixtures import site
 
 from ipex_aot import install, log
 

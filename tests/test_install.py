@@ -24,18 +24,6 @@ DATA = Path(__file__).parent / "data" / "install"
 ids = L.ocloc_ids
 
 
-@pytest.fixture(scope="module")
-def db(settings):
-    """A real device database for two PCI IDs, swept with the installed ocloc."""
-    from ipex_aot import devices
-    from ipex_aot.ocloc import find_ocloc
-
-    ocloc = find_ocloc(settings)
-    result = devices.sweep(ocloc, [0x56A0, 0x0BD5], jobs=2)
-    rows = devices.build_rows(result, devices.read_pci_names(devices.pci_ids_file()))
-    return devices.DeviceDatabase(ocloc.to_json(), rows, result.names, result.groups)
-
-
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".ipex-aot-") or p.suffix == ".part")
 
