@@ -449,7 +449,7 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
         gen = choose_generation(info, generation, gpus, db_note)
         entry = info.manifest["folders"][gen]
         log.info(f"generation {gen}: {entry['file']} -> {lib}")
-        lock = _install_lock(lib, settings)
+        lock = _install_lock(lib)
         _sweep_stale(lib)
         work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=lib.parent))
         try:
@@ -500,18 +500,19 @@ def _generation_of_name(name: str, settings: Settings, db: Any) -> str:
     return generation
 
 
-def _install_lock(lib: Path, settings: Settings) -> Any:
+def _install_lock(lib: Path) -> Any:
     """An OS lock per library: one install there at a time, so sweeping is safe.
 
-    The lock file lives in the cache, not beside the library: the app's folder gets nothing but the
-    library, its backup and the record.
+    The lock file lives in the system's temp folder, named by the library's path, not beside the
+    library: the app's folder gets nothing but the library, its backup and the record, and every
+    process finds the same lock whatever its settings.
     """
     import hashlib
 
     import filelock
 
     key = hashlib.sha256(str(lib.resolve()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    folder = settings.cache_dir / "locks"
+    folder = Path(tempfile.gettempdir()) / "ipex-aot-locks"
     folder.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(folder / f"install-{key}{LOCK_SUFFIX}", timeout=0)
     try:
