@@ -478,7 +478,7 @@ def install(archive: Path | str, settings: Settings, *, ipex_dir: Path | None = 
                                    "run install again (the old library is still in place)") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            _release_install_lock(lock)
+            lock.release()
         log.info(f"installed {gen} into {lib} (backup {record['backup']})")
         return record
 
@@ -520,15 +520,6 @@ def _install_lock(lib: Path) -> Any:
     except filelock.Timeout:
         raise InstallError(f"another ipex-aot install into {lib.parent} is running; wait for it to finish") from None
     return lock
-
-
-def _release_install_lock(lock: Any) -> None:
-    """Release, and remove the lock file: filelock removes it on Windows but leaves it on Linux (flock),
-    and an install must leave only the backup and the record beside the library (rollback is then
-    byte-exact). A second install does not wait (timeout 0), so no waiter can hold the removed file."""
-    lock.release()
-    with contextlib.suppress(OSError):
-        Path(lock.lock_file).unlink()
 
 
 def _sweep_stale(lib: Path) -> None:
