@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,10 +53,9 @@ def test_a_yaml_alias_bomb_is_refused_in_well_under_a_second(tmp_path):
     recipes.mkdir()
     path = recipes / "bomb.yaml"
     path.write_text(_alias_bomb())
-    start = time.monotonic()
+    # No timing assertion (the house rule); before the bound this ran over 60 s into a MemoryError.
     with pytest.raises(RecipeError, match=r"bomb\.yaml:\d+: .*alias"):
         load_recipe(path)
-    assert time.monotonic() - start < 1.0
     line = _one_error_line(_cli("recipe", "validate", "--structure-only", str(path), cwd=tmp_path), 3)
     assert "aliases" in line
 
@@ -65,10 +63,8 @@ def test_a_yaml_alias_bomb_is_refused_in_well_under_a_second(tmp_path):
 def test_a_deeply_nested_recipe_is_one_line_not_a_recursion_error(tmp_path):
     path = tmp_path / "deep.yaml"
     path.write_text(CANARY + "extra: " + "[" * 500 + "]" * 500 + "\n")
-    start = time.monotonic()
     with pytest.raises(RecipeError, match=r"deep\.yaml:\d+: .*nested deeper than"):
         load_recipe(path)
-    assert time.monotonic() - start < 1.0
     block = CANARY + "extra:\n" + "".join("  " * i + f"k{i}:\n" for i in range(500)) + "  " * 500 + "v: 1\n"
     path.write_text(block)
     _one_error_line(_cli("recipe", "validate", "--structure-only", str(path), cwd=tmp_path), 3)
@@ -95,10 +91,8 @@ def test_ordinary_anchors_still_work(tmp_path):
 
 def test_deep_json_is_a_value_error_not_a_recursion_error(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
-    start = time.monotonic()
     with pytest.raises(ValueError, match=f"nested deeper than {MAX_JSON_DEPTH}"):
         loads_json(deep)
-    assert time.monotonic() - start < 1.0
     # Brackets inside strings do not count, escaped quotes do not end a string.
     assert loads_json(json.dumps({"a": "[[[[" * 100 + '\\"]', "b": [[1]]})) == {"a": "[[[[" * 100 + '\\"]', "b": [[1]]}
     (tmp_path / "x.json").write_text('{"a": ' + "{\"b\": " * 100_000 + "1" + "}" * 100_000 + "}")
