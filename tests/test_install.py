@@ -12,6 +12,7 @@ from pathlib import Path
 import py7zr
 import pytest
 
+from ipex_aot import archive as archive_mod
 from ipex_aot import install
 from ipex_aot.errors import ArchiveError, DeviceError, InstallError
 from ipex_aot.settings import Settings
@@ -103,7 +104,7 @@ def test_powershell_sample_parses():
 @pytest.mark.parametrize("engine", ["py7zr", "7z"])
 def test_install_extracts_one_folder_and_rolls_back(tmp_path, settings, release, engine, monkeypatch):
     if engine == "7z":
-        assert install.sevenzip_command(settings), "the lane's 7-Zip is missing (tests/conftest.py checks it)"
+        assert archive_mod.sevenzip_command(settings), "the lane's 7-Zip is missing (tests/conftest.py checks it)"
     archive, libs = release
     root, lib = site(tmp_path)
     original = lib.read_bytes()

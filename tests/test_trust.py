@@ -20,6 +20,7 @@ from httpserver import Server, serve
 from libfixtures import make_archive, site  # noqa: E402 - the release and settings fixtures are in conftest
 from libfixtures import ocloc_ids as ids  # noqa: E402
 
+from ipex_aot import archive as archive_mod
 from ipex_aot import download, install, signing
 from ipex_aot.errors import DownloadError, SignatureError
 
@@ -84,13 +85,15 @@ def refused_before_any_entry(tmp_path, settings, archive, monkeypatch, **trust_a
     root, lib = site(Path(tempfile.mkdtemp(dir=tmp_path)))
     before = snapshot(tmp_path)
     read: list[Path] = []
-    real = install.check_entries
-    monkeypatch.setattr(install, "check_entries", lambda a: read.append(a) or real(a))
+    real = archive_mod._entries  # what lists an archive's entries, for install and verify alike
+    monkeypatch.setattr(archive_mod, "_entries", lambda a: read.append(a) or real(a))
     trust = signing.resolve_trust(settings, key_dirs=install.app_key_dirs(root), **trust_args)
     with pytest.raises(SignatureError) as e:
         install.install(archive, settings, ipex_dir=root, generation=ids(PVC)[0], trust=trust)
     assert read == [], "an entry was read before the signature check"
     assert snapshot(tmp_path) == before
+    archive_mod.check_entries(archive)  # the spy sees a read when there is one
+    assert read == [archive]
     return e.value.message
 
 
@@ -103,7 +106,7 @@ def test_repacked_archive_with_a_consistent_manifest_is_refused(tmp_path, settin
     evil_lib.write_bytes(release[1][pvc].read_bytes() + b"\0payload")
     repacked = make_archive(tmp_path / "repacked.7z", {pvc: evil_lib})
     # Its own hashes are consistent: without a pin it would pass the manifest check.
-    assert install.open_archive(repacked).manifest["folders"][pvc]["sha256"] == signing.file_digests(evil_lib).sha256
+    assert archive_mod.open_archive(repacked).manifest["folders"][pvc]["sha256"] == signing.file_digests(evil_lib).sha256
     pub = key.public_key().to_base64()
     message = refused_before_any_entry(tmp_path, settings, repacked, monkeypatch, trust_key=pub)
     assert "no such signature file" in message and "nothing was changed" in message

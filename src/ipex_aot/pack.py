@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot import children, log, platforms
+from ipex_aot.archive import find_7zip
 from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
@@ -319,7 +320,7 @@ def choose_engine(sevenzip: str | None = None) -> tuple[str, str]:
         return "parallel", f"liblzma {getattr(lib, '_name', '')} loads".replace("  ", " ")
     except ToolchainError:
         pass
-    seven = find_7zz(sevenzip)
+    seven = find_7zip(sevenzip)
     if seven:
         return "7zz", f"no liblzma to load on this platform; 7-Zip is {seven}"
     return "py7zr", "no liblzma to load and no 7-Zip command line on this platform"
@@ -426,17 +427,9 @@ def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str
     return 1, []
 
 
-def find_7zz(settings_choice: str | None) -> str | None:
-    for candidate in ([settings_choice] if settings_choice else []) + ["7zz", "7z", "7za"]:
-        path = shutil.which(candidate)
-        if path:
-            return path
-    return None
-
-
 def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
                mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list]:
-    exe = find_7zz(opts.sevenzip)
+    exe = find_7zip(opts.sevenzip)
     if exe is None:
         raise ToolchainError("7zz/7z not found on PATH (or IPEX_AOT_7Z); install 7zip or use --engine parallel")
     workers, _ = plan_workers(sum(f.size for f in folders), dict_size, opts)

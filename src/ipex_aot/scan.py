@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ipex_aot import archive as archive_mod
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
@@ -1115,14 +1116,13 @@ def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanRes
 
 def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, ScanResult]]:
     """Every folder of a packed archive: its file matches the manifest and holds its own generation."""
-    from ipex_aot import install
     from ipex_aot.fsutil import sha256_file
 
-    manifest = install.read_manifest(archive)
+    manifest = archive_mod.read_manifest(archive)
     checked = []
     for folder, entry in sorted(manifest["folders"].items(), key=lambda kv: generation_order(kv[0])):
         with tempfile.TemporaryDirectory(prefix="ipex-aot-verify-") as tmp:
-            lib = install.extract_member(archive, entry["file"], Path(tmp), settings)
+            lib = archive_mod.extract_member(archive, entry["file"], Path(tmp), settings)
             if lib.stat().st_size != entry["size"]:
                 raise ScanError(f"{archive}: folder {folder}: {entry['file']} extracted to {lib.stat().st_size} bytes, "
                                 f"manifest says {entry['size']}; the archive is corrupt or was changed")
