@@ -182,3 +182,9 @@ def test_malformed_signatures_are_one_line_errors(tmp_path):
     big.write_bytes(b"x" * (signing.MAX_SIGNATURE_BYTES + 1))
     with pytest.raises(SignatureError, match="not a minisign signature"):
         signing.read_signature(big)
+
+
+def test_key_id_is_printed_as_minisign_prints_it():
+    # Captured from Debian's minisign 0.11: a key whose id is b'+]s\xf7\x1b\xccL\x00' was written with the
+    # comment "minisign public key 4CCC1BF7735D2B" (printf %PRIX64: the leading zero byte is not shown).
+    assert signing.key_id_hex(b"+]s\xf7\x1b\xccL\x00") == "4CCC1BF7735D2B"

@@ -98,8 +98,8 @@ def _unb64(text: str, length: int, what: str) -> bytes:
 
 
 def key_id_hex(key_id: bytes) -> str:
-    """The key id as minisign prints it (its 8 bytes as a little-endian number, upper-case hex)."""
-    return f"{int.from_bytes(key_id, 'little'):016X}"
+    """The key id as minisign prints it: its 8 bytes as a little-endian number, upper-case hex, unpadded."""
+    return f"{int.from_bytes(key_id, 'little'):X}"  # %PRIX64: no leading zeros
 
 
 # --- keys ----------------------------------------------------------------------------------
