@@ -228,9 +228,9 @@ def test_a_second_install_into_the_same_app_waits_for_none(tmp_path, dlls, setti
     lib.parent.mkdir(parents=True)
     lib.write_bytes(b"MZ old")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from ipex_aot import install; from ipex_aot.settings import Settings; "
-                               "held = install._install_lock(Path(sys.argv[1]), Settings.from_env({'IPEX_AOT_CACHE': sys.argv[2]})); "
-                               "print('locked', flush=True); time.sleep(120)", str(lib), str(settings.cache_dir)],
+                               "from ipex_aot import install; "
+                               "held = install._install_lock(Path(sys.argv[1])); "
+                               "print('locked', flush=True); time.sleep(120)", str(lib)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
