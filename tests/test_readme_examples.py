@@ -1,4 +1,4 @@
-"""Every command example in README.md and docs/*.md is checked against the real tool (issue 12, "Done when").
+"""Every command example in README.md and the docs site's pages (docs/**/*.md) is checked against the real tool (issue 12, "Done when").
 
 Examples are the lines of ```sh blocks and the ``$ ``-prompted lines of ```console blocks that start
 with ``ipex-aot``, ``.venv/bin/ipex-aot`` or ``nox``. New examples are picked up without editing this file:
@@ -29,7 +29,7 @@ import pytest
 from ipex_aot.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 RUN = ("devices lookup", "devices --json", "devices --ocloc-info", "ocloc", "recipe validate", "recipe show")
 
 
@@ -49,7 +49,7 @@ def examples() -> list[tuple[str, str, str]]:
                 command, _, comment = line.partition("  #")
                 command = command.strip().removeprefix(".venv/bin/")
                 if re.match(r"(ipex-aot|nox)(\s|$)", command):
-                    found.append((f"{doc.name}:{start + i}", command, comment.strip()))
+                    found.append((f"{doc.relative_to(REPO)}:{start + i}", command, comment.strip()))
     return found
 
 
