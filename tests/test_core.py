@@ -99,9 +99,8 @@ def test_github_actions_gets_log_groups_and_annotations(tmp_path, capsys):
 
     log.configure(github_actions=True)
     try:
-        with log.step("outer"):
-            with log.step("inner"):
-                log.warn("100% odd\nsecond line")
+        with log.step("outer"), log.step("inner"):
+            log.warn("100% odd\nsecond line")
         with pytest.raises(RuntimeError), log.step("fails"):
             raise RuntimeError
     finally:

@@ -49,7 +49,7 @@ def make_patch(tmp: Path, old: dict[str, str], new: dict[str, str]) -> str:
 SETUP_V1 = "".join(f"line {i}\n" for i in range(1, 21))
 
 
-@pytest.fixture()
+@pytest.fixture
 def upstream(tmp_path):
     """file:// URL of a bare repository with tag v1.0 (setup.py + a submodule) and a later commit on main."""
     sub = tmp_path / "sub"

@@ -695,7 +695,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
                     continue  # one generation for this hardware: no stepping can pick another
                 steppings = [vi.stepping for vi in siblings if vi.stepping is not None]
                 top = max(steppings + [info.stepping or 0])
-                probes += [(members[0], rev) for rev in range(0, min(top, 62) + 2)]
+                probes += [(members[0], rev) for rev in range(min(top, 62) + 2)]
             probed = _compile_all(runner, [(f"0x{i:04x}", rev) for i, rev in probes], source, spirv,
                                   "compiling each stepping")
             # Two products can compile to identical bytes at one stepping (ocloc 22.43 builds the

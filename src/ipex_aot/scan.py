@@ -946,7 +946,7 @@ def _open(path: Path) -> tuple[Any, memoryview]:
     if kind:
         raise ScanError(f"{path}: is {kind}, not a library file; give the path of a .dll or .so")
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed below on every path, once mapped
     except OSError as e:
         raise ScanError(f"{path}: cannot open: {e.strerror or e}") from None
     try:

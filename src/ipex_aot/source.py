@@ -175,7 +175,7 @@ def _failed_hunk(patch: Path, output: str) -> str:
     for text in patch.read_text(encoding="utf-8", errors="replace").splitlines():
         if text.startswith("+++ "):
             current = text[4:].split("\t")[0].removeprefix("b/")
-        elif current == name and (text.startswith(f"@@ -{line},") or text.startswith(f"@@ -{line} ")):
+        elif current == name and text.startswith((f"@@ -{line},", f"@@ -{line} ")):
             return f"hunk {text.strip()} of {name} is rejected"
     return f"the hunk at {name}:{line} is rejected"
 

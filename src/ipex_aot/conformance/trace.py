@@ -143,11 +143,8 @@ def _ur_event(api: str, args: str, result: str, line: int) -> ProgramEvent:
     for m in _UR_ARG.finditer(args):
         values[m.group(1)] = (m.group(2).strip(), m.group(3).strip() if m.group(3) else None)
     kind = PROGRAM_CALLS[api]
-    if kind in CREATES:
-        # .phProgram = <address of the out variable> (<the new handle>)
-        program = values.get("phProgram", ("", None))[1]
-    else:
-        program = values.get("hProgram", (None, None))[0]
+    # A create call: .phProgram = <address of the out variable> (<the new handle>); the others name hProgram.
+    program = values.get("phProgram", ("", None))[1] if kind in CREATES else values.get("hProgram", (None, None))[0]
     length = values.get("length", (None, None))[0]
     if length is None and "pLengths" in values:
         length = values["pLengths"][1]
