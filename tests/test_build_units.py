@@ -73,7 +73,7 @@ def record_for(folder: Path, data: bytes, inputs: str = "h1") -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     lib.write_bytes(data)
     record = {
-        "schema": 1, "generation": folder.name, "inputs_hash": inputs,
+        "schema": 1, "release": "0.1.0", "generation": folder.name, "inputs_hash": inputs,
         "artifact": {"name": "libx.so", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)},
     }
     write_json(folder / "build.json", record)
@@ -93,7 +93,7 @@ def test_up_to_date_needs_same_inputs_and_intact_library(tmp_path):
     assert not build.is_up_to_date(folder, "h1")
 
 
-def test_built_generations_lists_only_finished_builds(tmp_path):
+def test_built_generations_lists_only_finished_builds(tmp_path, capsys):
     root = tmp_path / "canary"
     record_for(root / "12.55.8", b"a" * 10)
     record_for(root / "12.60.7", b"b" * 10)
@@ -104,6 +104,9 @@ def test_built_generations_lists_only_finished_builds(tmp_path):
     found = build.built_generations(tmp_path, "canary")
     assert sorted(found) == ["12.55.8"]
     assert found["12.55.8"]["artifact"]["size"] == 10
+    # The truncated library is named, not skipped in silence.
+    err = capsys.readouterr().err
+    assert "12.60.7" in err and "libx.so is 4 bytes, build.json says 10" in err and "counted as unfinished" in err
     assert build.built_generations(tmp_path, "other") == {}
 
 

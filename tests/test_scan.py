@@ -194,7 +194,7 @@ def make_dist(settings: Settings, recipe: str, folders: dict[str, bytes]) -> Pat
     root = settings.dist_dir / recipe
     for gen, image in folders.items():
         lib = L.build_elf_library(root / gen / "libcanary-gpu.so", [image], [L.ocloc_spirv()])
-        write_json(root / gen / "build.json", {"schema": 1, "recipe": recipe, "generation": gen,
+        write_json(root / gen / "build.json", {"schema": 1, "recipe": recipe, "release": "0.1.0", "generation": gen,
                                                "artifact": {"name": lib.name, "sha256": sha256_file(lib),
                                                             "size": lib.stat().st_size,
                                                             "install_path": f"pkg/lib/{lib.name}"}})

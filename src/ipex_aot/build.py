@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 from ipex_aot import children, log, platforms
 from ipex_aot.errors import BuildError, IpexAotError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output, read_json, sha256_file, write_json
+from ipex_aot.generation import is_generation
 from ipex_aot.settings import Settings
+from ipex_aot.untrusted import loads_json
 
 if TYPE_CHECKING:
     from ipex_aot.recipe import Recipe, Target
@@ -65,28 +67,70 @@ def recipe_dist(dist: Path, recipe_name: str) -> Path:
     return Path(dist) / recipe_name
 
 
+def record_error(path: Path, what: str) -> BuildError:
+    """What is wrong with a generation's build record, and the rebuild that mends it."""
+    return BuildError(f"{path}: {what}; rebuild it with `ipex-aot build RECIPE --generation {path.parent.name}`")
+
+
+def read_build_record(path: Path) -> dict:
+    """The build.json of one generation folder, checked; BuildError naming the file and what is wrong.
+
+    The one reader of build records: pack, verify, conformance, release and
+    variants all take a folder's record through it. Checked: a JSON object
+    (depth-bounded), ``generation`` equal to the folder's name, ``release``,
+    and ``artifact.name`` a plain file name whose library is present with the
+    recorded size (the sha256 is compared by pack and verify, which read the
+    bytes anyway).
+    """
+    generation = path.parent.name
+    try:
+        record = loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise record_error(path, f"cannot be read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise record_error(path, f"is not valid JSON (line {e.lineno}: {e.msg})") from None
+    except ValueError as e:
+        raise record_error(path, f"is not a build record ({e})") from None
+    if not isinstance(record, dict):
+        raise record_error(path, "is not a JSON object")
+    artifact = record.get("artifact")
+    for key, ok in (
+        ("generation", record.get("generation") == generation),
+        ("release", isinstance(record.get("release"), str) and bool(record.get("release"))),
+        ("artifact", isinstance(artifact, dict)),
+    ):
+        if not ok:
+            raise record_error(path, f"key {key!r} is missing or wrong (folder {generation})")
+    assert isinstance(artifact, dict)
+    lib_name = artifact.get("name")
+    if not isinstance(lib_name, str) or not lib_name or "/" in lib_name or "\\" in lib_name or lib_name in (".", ".."):
+        raise record_error(path, f"artifact.name {lib_name!r} is not a plain file name")
+    library = path.parent / lib_name
+    if not library.is_file():
+        raise record_error(path, f"its library {library.name} is missing")
+    if isinstance(artifact.get("size"), int) and library.stat().st_size != artifact["size"]:
+        raise record_error(path, f"{library.name} is {library.stat().st_size} bytes, build.json says {artifact['size']}")
+    return record
+
+
 def built_generations(dist: Path, recipe_name: str) -> dict[str, dict]:
     """generation -> build.json of every finished build of a recipe under ``dist``.
 
-    Only records whose library is present with the recorded size are returned
-    (the sha256 is checked by the skip logic and by verify, which read it
-    anyway); a folder without build.json is an unfinished build.
+    A folder without build.json is an unfinished build; one whose record
+    :func:`read_build_record` refuses is named in a warning and counted as
+    unfinished too (the next build redoes it).
     """
     root = recipe_dist(dist, recipe_name)
     found: dict[str, dict] = {}
     if not root.is_dir():
         return found
     for record_path in sorted(root.glob("*/build.json")):
-        try:
-            record = read_json(record_path)
-            generation = record["generation"]
-            library = record_path.parent / record["artifact"]["name"]
-            if library.stat().st_size != record["artifact"]["size"]:
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
+        if not is_generation(record_path.parent.name):
             continue
-        if generation == record_path.parent.name:
-            found[generation] = record
+        try:
+            found[record_path.parent.name] = read_build_record(record_path)
+        except BuildError as e:
+            log.warn(f"{e.message}; counted as unfinished")
     return found
 
 

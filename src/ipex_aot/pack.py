@@ -52,6 +52,7 @@ from typing import Any
 
 from ipex_aot import children, log, platforms
 from ipex_aot.archive import find_7zip
+from ipex_aot.build import read_build_record, record_error
 from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
@@ -122,10 +123,6 @@ def parse_size(text: str) -> int:
 # --------------------------------------------------------------------------- inputs
 
 
-def _fail(path: Path, what: str) -> BuildError:
-    return BuildError(f"{path}: {what}; rebuild it with `ipex-aot build RECIPE --generation {path.parent.name}`")
-
-
 def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None) -> list[Folder]:
     """Every generation folder of a recipe with a build.json (or only ``generations``), checked and ordered.
 
@@ -144,33 +141,9 @@ def load_folders(dist: Path, name: str, generations: Sequence[str] | None = None
             continue  # logs/, wheels/, conformance/ and the like
         if generations is not None and generation not in generations:
             continue  # a stale folder of a generation that is no longer a target
-        try:
-            record = loads_json(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise _fail(path, f"cannot be read ({e})") from None
-        except json.JSONDecodeError as e:
-            raise _fail(path, f"is not valid JSON (line {e.lineno}: {e.msg})") from None
-        except ValueError as e:
-            raise _fail(path, f"is not a build record ({e})") from None
-        if not isinstance(record, dict):
-            raise _fail(path, "is not a JSON object")
-        artifact = record.get("artifact")
-        for key, ok in (
-            ("generation", record.get("generation") == generation),
-            ("release", isinstance(record.get("release"), str) and bool(record.get("release"))),
-            ("artifact", isinstance(artifact, dict)),
-        ):
-            if not ok:
-                raise _fail(path, f"key {key!r} is missing or wrong (folder {generation})")
-        assert isinstance(artifact, dict)
-        lib_name = artifact.get("name")
-        if not isinstance(lib_name, str) or not lib_name or "/" in lib_name or "\\" in lib_name or lib_name in (".", ".."):
-            raise _fail(path, f"artifact.name {lib_name!r} is not a plain file name")
+        record = read_build_record(path)
+        lib_name = record["artifact"]["name"]
         library = path.parent / lib_name
-        if not library.is_file():
-            raise _fail(path, f"its library {library.name} is missing")
-        if isinstance(artifact.get("size"), int) and library.stat().st_size != artifact["size"]:
-            raise _fail(path, f"{library.name} is {library.stat().st_size} bytes, build.json says {artifact['size']}")
         folders.append(Folder(generation, library, lib_name, record))
     if not folders:
         raise BuildError(f"{root}: no generation folder with a build.json; run `ipex-aot build {name}` first")
@@ -198,7 +171,7 @@ def _hash_one(folder: Folder) -> Folder:
     digest = sha.hexdigest()
     recorded = folder.record["artifact"].get("sha256")
     if recorded and recorded != digest:
-        raise _fail(folder.library.parent / "build.json",
+        raise record_error(folder.library.parent / "build.json",
                     f"{folder.name} changed since it was built (sha256 {digest[:12]}…, recorded {str(recorded)[:12]}…)")
     return Folder(folder.generation, folder.library, folder.name, folder.record, size, digest, crc)
 

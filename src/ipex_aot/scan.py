@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot import archive as archive_mod
+from ipex_aot.build import read_build_record
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
-from ipex_aot.generation import generation_order
+from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
 from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
@@ -1091,25 +1092,17 @@ def require_generation(path: str | Path, generation: str, *, settings: Settings 
 
 def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanResult]]:
     """Every built generation of RECIPE under the dist folder must hold its own generation."""
-    from ipex_aot.fsutil import read_json
-
     stem = recipe_name(recipe)
     root = settings.dist_dir / stem
-    records = sorted(root.glob("*/build.json"))
+    records = sorted(p for p in root.glob("*/build.json") if is_generation(p.parent.name))
     if not records:
         raise ScanError(f"{root}: no built generation (no */build.json); run `ipex-aot build {stem}` first")
     checked = []
     for record_path in records:
         folder = record_path.parent
-        try:
-            record = read_json(record_path)
-            name = record["artifact"]["name"]
-            generation = record["generation"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ScanError(f"{record_path}: unreadable build record; rebuild generation {folder.name}") from None
-        if generation != folder.name:
-            raise ScanError(f"{record_path}: records generation {generation} but sits in folder {folder.name}")
-        lib = folder / str(name)
+        record = read_build_record(record_path)
+        generation = record["generation"]
+        lib = folder / record["artifact"]["name"]
         checked.append((folder.name, str(lib), require_generation(lib, generation, settings=settings)))
     return checked
 
