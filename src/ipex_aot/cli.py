@@ -21,7 +21,7 @@ from ipex_aot.settings import Settings
 
 # In pipeline order: recipe → source → build → pack → scan/verify → install/conformance.
 COMMAND_MODULES = (
-    "ipex_aot.ocloc",
+    "ipex_aot.ocloc_fetch",
     "ipex_aot.devices",
     "ipex_aot.recipe",
     "ipex_aot.toolchain",

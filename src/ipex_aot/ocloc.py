@@ -336,26 +336,3 @@ def quiet_stdout() -> Iterator[None]:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
-
-
-def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    from ipex_aot import ocloc_fetch
-
-    p = sub.add_parser("ocloc", help="where ocloc was found and its version; `ocloc fetch` gets a modern one")
-    p.add_argument("--json", action="store_true", help="print as JSON")
-    p.set_defaults(func=_cmd_ocloc)
-    osub = p.add_subparsers(dest="ocloc_command", metavar="SUBCOMMAND")
-    ocloc_fetch.register(osub)
-
-
-def _cmd_ocloc(args, settings: Settings) -> int:  # noqa: ANN001
-    import json
-
-    oc = find_ocloc(settings)
-    if args.json:
-        print(json.dumps(oc.to_json(), indent=2))
-    else:
-        print(f"ocloc: {oc.path} (found by {oc.found_by})")
-        print(f"version: {oc.version}" + (f" (NEO revision {oc.neo_revision})" if oc.neo_revision else ""))
-        print(f"in-process library: {oc.library or 'none (the executable is run for every call)'}")
-    return 0

@@ -41,6 +41,7 @@ from pathlib import Path
 from ipex_aot import log
 from ipex_aot.errors import ToolchainError
 from ipex_aot.fsutil import read_json, sha256_file, write_json, write_text
+from ipex_aot.ocloc import find_ocloc, probe
 from ipex_aot.settings import Settings
 
 DEFAULT_SUITE = "sid"
@@ -178,7 +179,6 @@ def installed(dest: Path) -> FetchedOcloc | None:
 def fetch(settings: Settings, *, dest: Path | None = None, suite: str = DEFAULT_SUITE, mirror: str = DEFAULT_MIRROR,
           keyring: Path = Path(DEFAULT_KEYRING), refresh: bool = False) -> FetchedOcloc:
     """Download, verify and unpack SUITE's intel-ocloc into DEST (default: the cache); see the module docstring."""
-    from ipex_aot.ocloc import probe
 
     dest = Path(dest or default_dest(settings)).absolute()
     for tool in ("apt-get", "apt-cache", "dpkg-deb", "dpkg"):
@@ -246,6 +246,28 @@ def fetch(settings: Settings, *, dest: Path | None = None, suite: str = DEFAULT_
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    """The ``ocloc`` command (where ocloc was found, its version) and ``ocloc fetch``.
+
+    Registered here, above :mod:`ipex_aot.ocloc`, so that ocloc.py needs nothing of this module.
+    """
+    p = sub.add_parser("ocloc", help="where ocloc was found and its version; `ocloc fetch` gets a modern one")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_ocloc)
+    _register_fetch(p.add_subparsers(dest="ocloc_command", metavar="SUBCOMMAND"))
+
+
+def _cmd_ocloc(args, settings: Settings) -> int:  # noqa: ANN001
+    oc = find_ocloc(settings)
+    if args.json:
+        print(json.dumps(oc.to_json(), indent=2))
+    else:
+        print(f"ocloc: {oc.path} (found by {oc.found_by})")
+        print(f"version: {oc.version}" + (f" (NEO revision {oc.neo_revision})" if oc.neo_revision else ""))
+        print(f"in-process library: {oc.library or 'none (the executable is run for every call)'}")
+    return 0
+
+
+def _register_fetch(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p = sub.add_parser("fetch", help="get a modern ocloc from a newer Debian suite (private apt, checked signatures)",
                        description="Download Debian's intel-ocloc with libigc2/libigdfcl2 and the C library they "
                                    "need into a private folder, run through its own loader; prints OCLOC=… to use.")
