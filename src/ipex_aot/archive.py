@@ -133,14 +133,20 @@ def read_manifest(archive: Path) -> dict:
     return open_archive(archive).manifest
 
 
-def open_archive(archive: Path) -> ArchiveInfo:
-    """Check every entry, then read and check manifest.json."""
+def require_archive_file(archive: Path) -> Path:
+    """ARCHIVE as a Path, if it is a regular file; ArchiveError for a FIFO, a device, a folder or nothing."""
     archive = Path(archive)
     kind = not_a_regular_file(archive)
     if kind:
         raise ArchiveError(f"{archive}: is {kind}, not an archive file; give the path of the release .7z")
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive")
+    return archive
+
+
+def open_archive(archive: Path) -> ArchiveInfo:
+    """Check every entry, then read and check manifest.json."""
+    archive = require_archive_file(archive)
     entries = _entries(archive)
     names = set(entries)
     if MANIFEST not in names:

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipex_aot import log
-from ipex_aot.errors import ArchiveError, SignatureError, UsageError
+from ipex_aot.archive import require_archive_file
+from ipex_aot.errors import SignatureError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import not_a_regular_file
@@ -507,12 +508,7 @@ def check_archive(archive: Path, trust: Trust, *, signature_text: str | None = N
     Returns one line saying what was checked, saying plainly when nothing
     outside the archive vouched for it.
     """
-    archive = Path(archive)
-    kind = not_a_regular_file(archive)
-    if kind:
-        raise ArchiveError(f"{archive}: is {kind}, not an archive file; give the path of the release .7z")
-    if not archive.is_file():
-        raise ArchiveError(f"{archive}: no such archive")
+    archive = require_archive_file(archive)
     sig_path = trust.signature or archive.with_name(archive.name + SIG_SUFFIX)
     if not trust.pinned:
         present = " (a signature sits beside it, but no key is pinned to check it against)" if sig_path.is_file() else ""
