@@ -43,11 +43,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ipex_aot import log
+from ipex_aot import elf, log
 from ipex_aot.errors import DeviceError, IpexAotError, ToolchainError
 from ipex_aot.fsutil import read_json, write_json, write_text
 from ipex_aot.generation import Generation, generation_order, is_generation
-from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
+from ipex_aot.intelgt import EM_INTELGT, compat_note
 from ipex_aot.ocloc import InvokeResult, Libocloc, Ocloc, find_ocloc, quiet_stdout
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import printable
@@ -178,42 +178,13 @@ class BinaryInfo:
         return self.format, self.product_family, self.core
 
 
-def _elf_sections(data: bytes) -> Iterable[tuple[str, bytes]]:
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    if shoff + shnum * shentsize > len(data) or shstrndx >= max(shnum, 1):
-        return
-    heads = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    str_off, str_size = heads[shstrndx][4], heads[shstrndx][5]
-    strtab = data[str_off:str_off + str_size]
-    for name_off, _type, _flags, _addr, off, size in heads:
-        end = strtab.find(b"\0", name_off)
-        name = strtab[name_off:end if end >= 0 else None].decode(errors="replace")
-        yield name, data[off:off + size]
-
-
-def _notes(blob: bytes) -> Iterable[tuple[str, int, bytes]]:
-    pos = 0
-    while pos + 12 <= len(blob):
-        namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
-        pos += 12
-        name = blob[pos:pos + namesz].rstrip(b"\0").decode(errors="replace")
-        pos += (namesz + 3) & ~3
-        desc = blob[pos:pos + descsz]
-        pos += (descsz + 3) & ~3
-        yield name, ntype, desc
-
-
 def binary_info(data: bytes) -> BinaryInfo:
     """What a device binary says about its target (zebin notes or the legacy program header)."""
     sha = hashlib.sha256(data).hexdigest()
-    if len(data) >= 20 and data[:4] == b"\x7fELF" and struct.unpack_from("<H", data, 18)[0] == EM_INTELGT:
-        note = CompatNote()
-        for name, blob in _elf_sections(data):
-            if name == COMPAT_SECTION:
-                note = read_compat_notes(_notes(blob))
+    if len(data) >= 20 and data[:4] == elf.MAGIC and struct.unpack_from("<H", data, 18)[0] == EM_INTELGT:
+        view = memoryview(data)
+        found = elf.device_sections(view)
+        note = compat_note(view, found[1] if found else ())
         return BinaryInfo("zebin", sha, note.family, note.core, note.stepping, note.ip)
     idx = data.find(b"CTNI")
     if idx >= 0 and len(data) >= idx + 24:

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ipex_aot import elf
 from ipex_aot.generation import Generation
 
 EM_INTELGT = 205
@@ -46,3 +47,12 @@ def read_compat_notes(notes: Iterable[tuple[str, int, bytes]]) -> CompatNote:
         elif ntype == NT_PRODUCT_CONFIG and value:
             ip = str(Generation.from_ip_version(value))
     return CompatNote(family, core, stepping, ip)
+
+
+def compat_note(v: memoryview, sections: Iterable[elf.Section]) -> CompatNote:
+    """The compat notes of the zebin in V whose sections are SECTIONS (an empty record where it has none)."""
+    note = CompatNote()
+    for sec in sections:
+        if sec.name == COMPAT_SECTION:
+            note = read_compat_notes(elf.notes(v, sec.offset, sec.size))
+    return note

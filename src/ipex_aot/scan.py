@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot import archive as archive_mod
+from ipex_aot import elf
 from ipex_aot.build import read_build_record
 from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order, is_generation
-from ipex_aot.intelgt import COMPAT_SECTION, EM_INTELGT, CompatNote, read_compat_notes
+from ipex_aot.intelgt import EM_INTELGT, compat_note
 from ipex_aot.recipe import recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.sevenz import SIGNATURE as SEVENZ_MAGIC
@@ -66,7 +67,7 @@ SPIRV_SECTION = "__CLANG_OFFLOAD_BUNDLE__sycl-spir64"
 BUNDLE_PREFIX = "__CLANG_"  # what link.exe leaves of both names
 TGTIMG = ".tgtimg"
 AR_MAGIC = b"!<arch>\n"
-ELF_MAGIC = b"\x7fELF"
+ELF_MAGIC = elf.MAGIC
 SPIRV_MAGIC = b"\x03\x02\x23\x07"
 CTNI_MAGIC = b"CTNI"
 #: DPC++ 2025+ compresses device images (``--offload-compress``) as zstd frames; the .tgtimg
@@ -78,10 +79,8 @@ MAX_UNCOMPRESSED = 1 << 31
 ET_OPENCL = range(0xFF01, 0xFF06)
 OPENCL_DEVICE_BINARY = "Intel(R) OpenCL Device Binary"
 #: Caps that turn a malformed file into an error instead of a hang.
-MAX_SECTIONS = 1 << 16
 MAX_IMAGES = 1 << 20
 MAX_AR_MEMBERS = 1 << 16
-MAX_NOTES = 1024
 SIGNATURES_SCHEMA = 1
 _GEN_ENTRY_RE = re.compile(r"^(?:32|64)\.(\d+\.\d+\.\d+)$")
 
@@ -270,34 +269,7 @@ def load_signatures(settings: Settings) -> Signatures:
 
 # --- low-level readers ---------------------------------------------------------------------
 
-def _name(raw: bytes) -> str:
-    """A name read from the file (section, ar member, note owner), escaped so that printing it is safe."""
-    return printable(raw.decode("utf-8", "replace"))
-
-
-class _Buf:
-    """Bounds-checked little-endian reads over a memoryview, errors naming the file."""
-
-    def __init__(self, view: memoryview, path: str) -> None:
-        self.v = view
-        self.n = len(view)
-        self.path = path
-
-    def need(self, off: int, size: int, what: str) -> None:
-        if off < 0 or size < 0 or off + size > self.n:
-            raise ScanError(f"{self.path}: truncated or malformed: {what} at offset {off:#x} (+{size}) "
-                            f"is past the end of the file ({self.n} bytes)")
-
-    def unpack(self, fmt: str, off: int, what: str) -> tuple[Any, ...]:
-        self.need(off, struct.calcsize(fmt), what)
-        return struct.unpack_from(fmt, self.v, off)
-
-    def cstr(self, off: int, limit: int, what: str) -> str:
-        self.need(off, 0, what)
-        end = min(self.n, off + limit)
-        raw = bytes(self.v[off:end])
-        nul = raw.find(b"\0")
-        return _name(raw if nul < 0 else raw[:nul])
+_name = elf.safe_name
 
 
 @dataclass
@@ -311,68 +283,11 @@ class _Section:
     searchable: bool = True
 
 
-def _elf_sections(b: _Buf) -> list[_Section]:
-    ident = bytes(b.v[:6]) if b.n >= 6 else b""
-    if ident[4:5] != b"\x02" or ident[5:6] != b"\x01":
-        raise ScanError(f"{b.path}: an ELF file but not 64-bit little-endian; only ELF64 LE libraries are supported")
-    shoff, = b.unpack("<Q", 0x28, "ELF header")
-    shentsize, shnum, shstrndx = b.unpack("<HHH", 0x3A, "ELF header")
-    if shoff == 0:
-        return []
-    if shentsize != 64:
-        raise ScanError(f"{b.path}: malformed ELF: section header size {shentsize}, expected 64")
-    if shnum == 0 or shstrndx == 0xFFFF:  # extended numbering lives in section 0
-        _n, _t, _f, _a, _o, size0, link0 = b.unpack("<IIQQQQI", shoff, "ELF section 0")
-        shnum = shnum or size0
-        shstrndx = link0 if shstrndx == 0xFFFF else shstrndx
-    if shnum > MAX_SECTIONS:
-        raise ScanError(f"{b.path}: malformed ELF: {shnum} sections")
-    b.need(shoff, shnum * 64, "ELF section headers")
-    heads = [struct.unpack_from("<IIQQQQ", b.v, shoff + 64 * i) for i in range(shnum)]
-    if shstrndx >= shnum:
-        raise ScanError(f"{b.path}: malformed ELF: section-name table index {shstrndx} of {shnum}")
-    str_off, str_size = heads[shstrndx][4], heads[shstrndx][5]
-    b.need(str_off, str_size, "ELF section-name table")
-    out = []
-    for name_off, sh_type, flags, addr, off, size in heads:
-        name = b.cstr(str_off + name_off, max(0, str_size - name_off), "section name") if name_off < str_size else ""
-        has_data = sh_type != 8 and sh_type != 0  # SHT_NOBITS, SHT_NULL
-        if has_data:
-            b.need(off, size, f"section {name}")
-        # SHF_EXECINSTR; SYMTAB STRTAB RELA HASH DYNAMIC REL DYNSYM and the GNU/OS-specific tables.
-        searchable = not (flags & 0x4) and sh_type not in (2, 3, 4, 5, 6, 9, 11) and sh_type < 0x60000000
-        out.append(_Section(name, addr, off if has_data else -1, size if has_data else 0, -1, searchable))
-    return out
-
-
-@dataclass
-class _Segment:
-    """An ELF PT_LOAD program header: what the loader maps, whatever the section table says."""
-
-    index: int
-    addr: int
-    offset: int
-    size: int  # p_filesz: bytes backed by the file
-    executable: bool = False  # PF_X: code, where no linker puts device images
-
-
-def _elf_segments(b: _Buf) -> list[_Segment]:
-    phoff, = b.unpack("<Q", 0x20, "ELF header")
-    phentsize, phnum = b.unpack("<HH", 0x36, "ELF header")
-    if phoff == 0 or phnum == 0:
-        return []
-    if phentsize != 56:
-        raise ScanError(f"{b.path}: malformed ELF: program header size {phentsize}, expected 56")
-    if phnum == 0xFFFF:
-        raise ScanError(f"{b.path}: ELF with extended program-header numbering is not supported")
-    b.need(phoff, phnum * 56, "ELF program headers")
-    out = []
-    for i in range(phnum):
-        p_type, flags, off, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", b.v, phoff + 56 * i)
-        if p_type == 1 and filesz:  # PT_LOAD
-            b.need(off, filesz, f"PT_LOAD segment {i}")
-            out.append(_Segment(i, vaddr, off, filesz, bool(flags & 1)))
-    return out
+def _elf_sections(b: elf.Reader) -> list[_Section]:
+    return [_Section(x.name, x.addr, x.offset, x.size, -1,
+                     # SHF_EXECINSTR; SYMTAB STRTAB RELA HASH DYNAMIC REL DYNSYM and the GNU/OS-specific tables.
+                     not (x.flags & 0x4) and x.type not in (2, 3, 4, 5, 6, 9, 11) and x.type < 0x60000000)
+            for x in elf.sections(b)]
 
 
 def _zstd_frame(v: memoryview, off: int, end: int) -> tuple[int, int | None] | None:
@@ -422,7 +337,7 @@ def _zstd_size(dctx: Any, packed: memoryview) -> int:
     return total
 
 
-def _pe_sections(b: _Buf) -> list[_Section]:
+def _pe_sections(b: elf.Reader) -> list[_Section]:
     lfanew, = b.unpack("<I", 0x3C, "DOS header")
     sig = bytes(b.v[lfanew:lfanew + 4]) if lfanew + 4 <= b.n else b""
     if sig != b"PE\0\0":
@@ -509,49 +424,6 @@ def _ar_members(v: memoryview, start: int, end: int, path: str, *,
     raise ScanError(f"{path}: malformed fat binary: more than {MAX_AR_MEMBERS} members")
 
 
-def _elf_notes(v: memoryview, start: int, size: int) -> Iterator[tuple[str, int, bytes]]:
-    pos, end = start, start + size
-    for _ in range(MAX_NOTES):
-        if pos + 12 > end:
-            return
-        namesz, descsz, ntype = struct.unpack_from("<III", v, pos)
-        pos += 12
-        if namesz > end - pos:
-            return
-        name = _name(bytes(v[pos:pos + namesz]).rstrip(b"\0"))
-        pos += (namesz + 3) & ~3
-        if descsz > end - pos:
-            return
-        yield name, ntype, bytes(v[pos:pos + descsz])
-        pos += (descsz + 3) & ~3
-
-
-def _device_elf(v: memoryview) -> tuple[int, list[tuple[str, int, int, int]]] | None:
-    """(file size implied by the headers, [(name, type, offset, size)]) of a device ELF; None if not one."""
-    n = len(v)
-    if n < 64 or bytes(v[:4]) != ELF_MAGIC or v[4] != 2 or v[5] != 1:
-        return None
-    shoff, = struct.unpack_from("<Q", v, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", v, 0x3A)
-    if shentsize != 64 or shnum > MAX_SECTIONS or shoff + shnum * 64 > n or (shnum and shstrndx >= shnum):
-        return None
-    heads = [struct.unpack_from("<IIQQQQ", v, shoff + 64 * i) for i in range(shnum)]
-    end = max(64, shoff + shnum * 64)
-    str_off, str_size = (heads[shstrndx][4], heads[shstrndx][5]) if shnum else (0, 0)
-    if str_off + str_size > n:
-        return None
-    out = []
-    for name_off, sh_type, _f, _a, off, size in heads:
-        if sh_type in (0, 8):
-            continue
-        if off + size > n:
-            return None
-        end = max(end, off + size)
-        raw = bytes(v[str_off + name_off:str_off + min(str_size, name_off + 256)]) if name_off < str_size else b""
-        out.append((_name(raw.split(b"\0", 1)[0]), sh_type, off, size))
-    return end, out
-
-
 def _signature(v: memoryview) -> tuple[str, tuple[int, int]] | None:
     """("zebin", (product family, revision)) or ("patchtokens", (core, stepping)) of one native binary."""
     info = _native_info(v)
@@ -572,20 +444,17 @@ def _native_info(v: memoryview) -> tuple[str, int, str | None, tuple[int, int] |
     if head != ELF_MAGIC or len(v) < 64:
         return None
     e_type, e_machine = struct.unpack_from("<HH", v, 16)
-    elf = _device_elf(v)
-    if elf is None:
+    found = elf.device_sections(v)
+    if found is None:
         return None
-    size, secs = elf
+    size, secs = found
     if e_machine == EM_INTELGT:
-        note = CompatNote()
-        for name, _t, off, sz in secs:
-            if name == COMPAT_SECTION:
-                note = read_compat_notes(_elf_notes(v, off, sz))
+        note = compat_note(v, secs)
         family, revision, ip = note.family, note.stepping, note.ip
         sig = (family, revision) if family is not None and revision is not None else None
         return "zebin", size, ip, sig
     if e_type in ET_OPENCL:
-        for name, _t, off, sz in secs:
+        for name, _t, _f, _a, off, sz in secs:
             if name == OPENCL_DEVICE_BINARY and sz >= 28 and bytes(v[off:off + 4]) == CTNI_MAGIC:
                 _m, _ver, core, _ptr, _nk, stepping, _pl = struct.unpack_from("<7I", v, off)
                 return "patchtokens", size, None, (core, stepping)
@@ -598,7 +467,7 @@ def _native_info(v: memoryview) -> tuple[str, int, str | None, tuple[int, int] |
 class _Scanner:
     def __init__(self, path: str, view: memoryview, signatures: Callable[[], Signatures | None]) -> None:
         self.path = path
-        self.b = _Buf(view, path)
+        self.b = elf.Reader(view, path)
         self.v = view
         self.images: list[Image] = []
         self.top = 0
@@ -741,7 +610,7 @@ class _Scanner:
         return size
 
     # ways to find blobs
-    def from_table(self, table: _Section, sections: list[_Section], segments: list[_Segment]) -> bool:
+    def from_table(self, table: _Section, sections: list[_Section], segments: list[elf.Segment]) -> bool:
         if table.offset < 0 or table.size < 16:
             return False
         if table.size // 16 > MAX_IMAGES:
@@ -762,7 +631,7 @@ class _Scanner:
         return True
 
     def _locate(self, i: int, addr: int, size: int, spans: list[tuple[int, _Section]],
-                spans_rva: list[tuple[int, _Section]], segments: list[_Segment]) -> tuple[int, int]:
+                spans_rva: list[tuple[int, _Section]], segments: list[elf.Segment]) -> tuple[int, int]:
         """(file offset, end of the region it may use) of .tgtimg entry I.
 
         The section that holds the entry's start says where it is; a compressed image's
@@ -1023,7 +892,7 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], metho
     elif head[:4] == ELF_MAGIC or head[:2] == b"MZ":
         fmt = "elf" if head[:4] == ELF_MAGIC else "pe"
         sections = _elf_sections(s.b) if fmt == "elf" else _pe_sections(s.b)
-        segments = _elf_segments(s.b) if fmt == "elf" else []
+        segments = elf.segments(s.b) if fmt == "elf" else []
         names = [x.name for x in sections]
         bundles = [x for x in sections if x.name.startswith(BUNDLE_PREFIX) and x.offset >= 0]
         table = next((x for x in sections if x.name == TGTIMG), None)
