@@ -36,12 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ipex_aot import elf, log
 from ipex_aot.errors import DeviceError, IpexAotError, ToolchainError
@@ -196,6 +196,31 @@ def binary_info(data: bytes) -> BinaryInfo:
 # --- running ocloc many times --------------------------------------------------------------
 
 Call = tuple[tuple[str, ...], tuple[tuple[str, bytes], ...]]  # ocloc arguments, in-memory sources
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _halving(batches: Iterable[list[_T]], run: Callable[[list[list[_T]]], Iterable[tuple[int, _R | None]]],
+             done: Callable[[list[_T], _R], None], alone: Callable[[_T], None]) -> None:
+    """Run BATCHES of work that one bad item can make ocloc crash or hang on, a round at a time.
+
+    RUN runs a round's batches (in parallel, as the runner can) and yields (batch index, result)
+    as each ends, None where ocloc crashed or hung. Such a batch is halved and its halves run in
+    the next round, until the item that does it is alone: ALONE gets it (to skip it, or to try it
+    the slow way). DONE gets every batch that worked, with its result.
+    """
+    pending = [b for b in batches if b]
+    while pending:
+        again: list[list[_T]] = []
+        for n, result in run(pending):
+            batch = pending[n]
+            if result is not None:
+                done(batch, result)
+            elif len(batch) > 1:
+                again += [batch[:len(batch) // 2], batch[len(batch) // 2:]]
+            else:
+                alone(batch[0])
+        pending = again
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, library: str) -> None:
@@ -224,7 +249,7 @@ class _Worker:
         self.proc = ctx.Process(target=_worker_main, args=(child, library), daemon=True)
         self.proc.start()
         child.close()
-        self.job: tuple[int, list[int]] | None = None  # (first call index, call indices)
+        self.job: int | None = None  # the index of the chunk it runs
         self.deadline = 0.0
 
     def stop(self, kill: bool = False) -> None:
@@ -270,6 +295,12 @@ class Runner:
         pass
 
 
+def _detected_names(text: str, ids: Iterable[int]) -> dict[int, str | None]:
+    """PCI ID → the target an `ocloc multi` log says it matched, or None, for each of IDS."""
+    named = {int(m.group(1), 16): m.group(2).rstrip(".") for m in _DETECT_RE.finditer(text)}
+    return {i: named.get(i) for i in ids}
+
+
 def _detected_name(text: str, pci: int) -> str | None:
     for m in _DETECT_RE.finditer(text):
         if int(m.group(1), 16) == pci:
@@ -296,46 +327,52 @@ class InProcessRunner(Runner):
         timeout = min(self.timeout, 10.0) if cheap else self.timeout
         # Small chunks for slow calls (compiles), big ones for the microsecond ID matches.
         size = max(1, min(512, len(calls) // (self.jobs * 8) or 1)) if cheap else 1
-        queue = collections.deque((start, list(range(start, min(start + size, len(calls)))))
-                                  for start in range(0, len(calls), size))
+        progress = log.Progress(what, len(calls))
+
+        def done(idx: list[int], got: list[InvokeResult]) -> None:
+            for i, r in zip(idx, got, strict=True):
+                results[i] = r
+
+        def alone(i: int) -> None:
+            log.warn(f"ocloc {' '.join(calls[i][0])} crashed or hung; skipped")
+            progress.advance(1)
+
+        # A chunk that kills its worker or hangs is halved until the one call that does it is found.
+        _halving((list(range(start, min(start + size, len(calls)))) for start in range(0, len(calls), size)),
+                 lambda chunks: self._run_chunks([[calls[i] for i in idx] for idx in chunks], timeout, progress),
+                 done, alone)
+        return results
+
+    def _run_chunks(self, chunks: list[list[Call]], timeout: float,
+                    progress: log.Progress) -> Iterator[tuple[int, list[InvokeResult] | None]]:
+        """(chunk index, its results) as the workers end them; None for a chunk that killed its worker or hung."""
+        queue = collections.deque(range(len(chunks)))
         while len(self._workers) < self.jobs:
             self._workers.append(_Worker(self._ctx, self.library))
-        progress = log.Progress(what, len(calls))
-        while queue or any(w.job for w in self._workers):
+        while queue or any(w.job is not None for w in self._workers):
             for w in self._workers:
                 if w.job is None and queue:
-                    _, idx = queue.popleft()
-                    w.job = (idx[0], idx)
-                    w.deadline = time.monotonic() + timeout + 0.05 * len(idx)
-                    w.conn.send([calls[i] for i in idx])
-            busy = [w for w in self._workers if w.job]
+                    w.job = queue.popleft()
+                    w.deadline = time.monotonic() + timeout + 0.05 * len(chunks[w.job])
+                    w.conn.send(chunks[w.job])
+            busy = [w for w in self._workers if w.job is not None]
             ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=0.5)
             for w in busy:
-                assert w.job is not None
-                idx = w.job[1]
-                failed = False
+                n = w.job
+                assert n is not None
+                got: list[InvokeResult] | None = None
                 if w.conn in ready:
                     try:
-                        for i, (rc, outputs) in zip(idx, w.conn.recv(), strict=True):
-                            results[i] = InvokeResult(rc, outputs)
-                        progress.advance(len(idx))
+                        got = [InvokeResult(rc, outputs) for rc, outputs in w.conn.recv()]
+                        progress.advance(len(chunks[n]))
                     except (EOFError, OSError):
-                        failed = True
-                elif time.monotonic() > w.deadline:
-                    failed = True
-                else:
+                        pass
+                elif time.monotonic() <= w.deadline:
                     continue
                 w.job = None
-                if failed:
+                if got is None:
                     self._replace(w)
-                    if len(idx) > 1:  # find the one call that killed the worker by halving
-                        half = len(idx) // 2
-                        queue.appendleft((idx[half], idx[half:]))
-                        queue.appendleft((idx[0], idx[:half]))
-                    else:
-                        log.warn(f"ocloc {' '.join(calls[idx[0]][0])} crashed or hung; skipped")
-                        progress.advance(1)
-        return results
+                yield n, got
 
     def detect(self, ids: Sequence[int], source: tuple[str, bytes] = (_EMPTY_NAME, b""),
                extra: tuple[str, ...] = ()) -> dict[int, str | None]:
@@ -346,26 +383,20 @@ class InProcessRunner(Runner):
         if source[1] or extra:
             return super().detect(ids, source, extra)
         found: dict[int, str | None] = {}
-        pending = [list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)]
-        while pending:
+        singles: list[int] = []
+
+        def run(batches: list[list[int]]) -> Iterator[tuple[int, str | None]]:
             calls = [(("multi", "ids.txt"), (("ids.txt", "".join(f"-file {_EMPTY_NAME} -device 0x{i:04x}\n"
                                                                   for i in b).encode()), (_EMPTY_NAME, b"")))
-                     for b in pending]
-            halves: list[list[int]] = []
-            singles: list[int] = []
-            for batch, r in zip(pending, self.map(calls, what="matching PCI IDs (ocloc multi)", cheap=True),
-                                strict=True):
-                if r is None or ("Command number" not in r.log and "based on" not in r.log):
-                    if len(batch) == 1:
-                        singles += batch
-                    else:
-                        halves += [batch[: len(batch) // 2], batch[len(batch) // 2:]]
-                    continue
-                named = {int(m.group(1), 16): m.group(2).rstrip(".") for m in _DETECT_RE.finditer(r.log)}
-                found.update({i: named.get(i) for i in batch})
-            if singles:  # one call each: a crash or hang now skips just that ID
-                found.update(super().detect(singles))
-            pending = halves
+                     for b in batches]
+            for n, r in enumerate(self.map(calls, what="matching PCI IDs (ocloc multi)", cheap=True)):
+                ok = r is not None and ("Command number" in r.log or "based on" in r.log)
+                yield n, r.log if ok and r is not None else None
+
+        _halving((list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)), run,
+                 lambda batch, text: found.update(_detected_names(text, batch)), singles.append)
+        if singles:  # one call each: a crash or hang now skips just that ID
+            found.update(super().detect(singles))
         return found
 
     def _replace(self, worker: _Worker) -> None:
@@ -417,22 +448,24 @@ class SubprocessRunner(Runner):
         if batchable:
             # `ocloc multi` compiles many lines in one process: the compiler is loaded once per batch.
             size = max(1, min(64, len(calls) // (self.jobs * 4) or 1))
-            batches = [list(range(i, min(i + size, len(calls)))) for i in range(0, len(calls), size)]
+            batches = (list(range(i, min(i + size, len(calls)))) for i in range(0, len(calls), size))
 
-            def run_batch(idx: list[int]) -> None:
+            def run_batch(idx: list[int]) -> list[InvokeResult] | None:
                 got = self._multi_compile([calls[i] for i in idx], timeout)
-                if got is None and len(idx) > 1:
-                    half = len(idx) // 2
-                    run_batch(idx[:half])
-                    run_batch(idx[half:])
-                    return
-                batch: list[InvokeResult | None] = list(got) if got else [self._one(calls[idx[0]], timeout)]
-                for i, r in zip(idx, batch, strict=True):
+                if got is not None:
+                    progress.advance(len(idx))
+                return got
+
+            def done(idx: list[int], got: list[InvokeResult]) -> None:
+                for i, r in zip(idx, got, strict=True):
                     results[i] = r
-                progress.advance(len(idx))
+
+            def alone(i: int) -> None:  # one call, not through `ocloc multi`: its crash or hang is its own
+                results[i] = self._one(calls[i], timeout)
+                progress.advance()
 
             with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                list(pool.map(run_batch, batches))
+                _halving(batches, lambda b: enumerate(pool.map(run_batch, b)), done, alone)
             return results
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             for n, r in enumerate(pool.map(lambda c: self._one(c, timeout), calls)):
@@ -467,30 +500,25 @@ class SubprocessRunner(Runner):
                extra: tuple[str, ...] = ()) -> dict[int, str | None]:
         """``ocloc multi`` matches thousands of IDs in one process; a batch that fails is halved."""
         found: dict[int, str | None] = {}
-        batches = [list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)]
         progress = log.Progress("matching PCI IDs (ocloc multi)", len(ids))
 
-        def run_batch(batch: list[int]) -> None:
+        def run_batch(batch: list[int]) -> str | None:
             text = self._multi(batch, source, extra)
-            if text is None:
-                if len(batch) == 1:
-                    single = self._one((("compile", "-file", source[0], "-device", f"0x{batch[0]:04x}", *extra),
-                                        (source,)), self.timeout)
-                    if single is not None:
-                        found[batch[0]] = _detected_name(single.log, batch[0])
-                    progress.advance()
-                    return
-                half = len(batch) // 2
-                run_batch(batch[:half])
-                run_batch(batch[half:])
-                return
-            named = {int(m.group(1), 16): m.group(2).rstrip(".") for m in _DETECT_RE.finditer(text)}
-            for i in batch:
-                found[i] = named.get(i)
-            progress.advance(len(batch))
+            if text is not None:
+                progress.advance(len(batch))
+            return text
+
+        def alone(i: int) -> None:
+            single = self._one((("compile", "-file", source[0], "-device", f"0x{i:04x}", *extra), (source,)),
+                               self.timeout)
+            if single is not None:
+                found[i] = _detected_name(single.log, i)
+            progress.advance()
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            list(pool.map(run_batch, batches))
+            _halving((list(ids[i:i + 4096]) for i in range(0, len(ids), 4096)),
+                     lambda b: enumerate(pool.map(run_batch, b)),
+                     lambda batch, text: found.update(_detected_names(text, batch)), alone)
         return found
 
     def _multi(self, batch: list[int], source: tuple[str, bytes], extra: tuple[str, ...]) -> str | None:
