@@ -243,3 +243,61 @@ def test_a_second_install_into_the_same_app_waits_for_none(tmp_path, dlls, setti
         holder.kill()
         holder.wait()
     assert lib.read_bytes() == b"MZ old"
+
+
+#: What the build command makes here: the canary's wheel around a DLL built beforehand (the MinGW DLLs above;
+#: no compiler runs under this Python). Picked by the devlist variable, as canary_build.py picks its kernels.
+_WHEEL_FROM_PREBUILT = (
+    "import json, os, sys, zipfile; from pathlib import Path; "
+    "dll = json.loads(os.environ['CANARY_PREBUILT'])[os.environ['USE_AOT_DEVLIST']]; "
+    "out = Path(sys.argv[2]) / 'ipex_aot_canary-0.1.0-py3-none-win_amd64.whl'; "
+    "z = zipfile.ZipFile(out, 'w'); z.write(Path(sys.argv[1]) / '__init__.py', 'ipex_aot_canary/__init__.py'); "
+    "z.write(dll, 'ipex_aot_canary/lib/canary-gpu.dll'); z.close(); print('made', out.name)")
+
+
+def test_build_records_and_cpu_conformance_of_a_windows_build(tmp_path, dlls, settings):
+    """`build`'s own per-generation step (command, wheel, artifact, build.json, skip when unchanged) for
+    windows-x86_64 under this Python, then `conformance --device cpu` on what it recorded: the static half
+    scans each DLL; under Windows the canary's CPU path runs from each generation's installed wheel
+    (ctypes, a fresh process, no torch), under Linux the device half is left to a Windows machine."""
+    from dataclasses import replace
+
+    from ipex_aot import build
+    from ipex_aot.conformance.runner import Options, run_conformance
+    from ipex_aot.recipe import Target, load_recipe
+
+    dist = tmp_path / "dist"
+    s = Settings.from_env({"IPEX_AOT_DIST": str(dist), "IPEX_AOT_CACHE": str(settings.cache_dir), "MAX_JOBS": "2"})
+    recipe = replace(load_recipe(REPO / "recipes" / "canary.yaml"),
+                     build_command=("{python}", "-c", _WHEEL_FROM_PREBUILT, str(CANARY / "ipex_aot_canary"),
+                                    "{wheel_dir}"))
+    by_device = {device: str(dlls[gen]) for device, gen in DEVICES.items()}
+    source = build.SourceInfo(CANARY, "path:canary", "", "", build.tree_hash(CANARY))
+    env = dict(os.environ, CANARY_PREBUILT=json.dumps(by_device))
+    ctx = build.BuildContext(recipe, s, source, {"compiler": "x86_64-w64-mingw32-gcc (on Linux)"}, env,
+                             "windows-x86_64")
+    for device, gen in DEVICES.items():
+        result = build.build_one(ctx, Target(gen, device))
+        assert result.status == "built", result.error
+        record = build.read_build_record(dist / "canary" / gen / "build.json")  # the one reader checks sha and size
+        assert record["platform"] == "windows-x86_64" and record["devlist"] == device
+        assert record["artifact"]["install_path"] == INSTALL_PATH
+        assert (dist / "canary" / gen / "canary-gpu.dll").read_bytes() == dlls[gen].read_bytes()
+        assert (dist / "canary" / record["wheel"]).is_file()
+        assert build.build_one(ctx, Target(gen, device)).status == "skipped"  # unchanged inputs, intact library
+    assert sorted(build.built_generations(dist, "canary")) == ["12.0.0", "12.55.8"]
+
+    reports = run_conformance("canary", None, "cpu", s, Options(timeout_s=300))
+    assert [r["generation"] for r in reports] == ["12.0.0", "12.55.8"]
+    for r in reports:
+        assert r["static"]["ok"], r["static"]
+        assert (dist / "canary" / "conformance" / f"{r['generation']}-cpu.json").is_file()
+        # Never a pass: the torch workloads did not run (no torch for Windows here; Linux cannot load the DLL).
+        assert r["verdict"] == "skipped", r["reasons"]
+        if WINDOWS:
+            assert r["reasons"][0].startswith("torch is not importable"), r["reasons"]
+            assert r["package"]["library_is_build"], r["package"]
+            assert r["package"]["check"]["pass"], r["package"]["check"]
+        else:
+            assert r["reasons"] == ["the build is for windows-x86_64, this machine is linux-x86_64: "
+                                    "the device half runs on a windows-x86_64 machine"]

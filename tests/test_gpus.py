@@ -141,5 +141,5 @@ def test_driver_devices_match_pci_gpus_by_slot_else_by_a_unique_device_id():
 
 
 def test_powershell_errors_stay_device_errors():
-    with pytest.raises(DeviceError, match="not JSON"):
+    with pytest.raises(DeviceError, match="not Format-List"):
         gpus.parse_powershell("Get-CimInstance : Access denied")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import py7zr
 import pytest
 
 from ipex_aot import archive as archive_mod
+from ipex_aot import gpus as gpus_mod
 from ipex_aot import install
 from ipex_aot.errors import ArchiveError, DeviceError, InstallError
 from ipex_aot.settings import Settings
@@ -61,16 +61,34 @@ def test_detect_without_a_cached_database_sweeps_just_the_present_ids(tmp_path, 
     assert note and [g.pci_id for g in gpus] == ["56A0"] and gpus[0].generation is None
 
 
-def test_windows_path_runs_powershell_and_reads_its_json(tmp_path, monkeypatch):
-    """The real command path, with a `powershell` on PATH that prints the sample (see data/install/README.md)."""
-    fake = tmp_path / "bin" / "powershell"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *Win32_VideoController*ConvertTo-Json*) "
-                    f"{shutil.which('cat')} {DATA / 'powershell-win32-videocontroller.json'};; *) exit 3;; esac\n")
+def _fake_powershell(folder: Path, sample: Path | None) -> None:
+    """A `powershell` on PATH that prints SAMPLE when asked the query detect runs (else says Access denied):
+    a shell script on Linux, a batch file on Windows (found through PATHEXT, run by cmd)."""
+    folder.mkdir(exist_ok=True)
+    if os.name == "nt":
+        body = f'@type "{sample}"\r\n' if sample else "@echo Get-CimInstance : Access denied 1>&2\r\n@exit /b 1\r\n"
+        (folder / "powershell.bat").write_text("@echo off\r\n" + body, encoding="ascii")
+        return
+    fake = folder / "powershell"
+    if sample:
+        fake.write_text(f"#!/bin/sh\ncase \"$*\" in *Win32_VideoController*Format-List*) "
+                        f"{shutil.which('cat')} '{sample}';; *) exit 3;; esac\n")
+    else:
+        fake.write_text("#!/bin/sh\necho 'Get-CimInstance : Access denied' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(fake.parent))
-    assert [(g.pci_id, g.revision) for g in install.list_gpus(platform="win32")] == [("56A0", 8), ("4680", 12)]
-    fake.write_text("#!/bin/sh\necho 'Get-CimInstance : Access denied' >&2\nexit 1\n")
+
+
+def test_windows_path_runs_powershell_and_reads_its_list(tmp_path, monkeypatch):
+    """The real command path (which, run, parse) with a `powershell` that prints a recorded sample
+    (data/install/README.md says where each was recorded)."""
+    bin_dir = tmp_path / "bin"
+    _fake_powershell(bin_dir, DATA / "win32-videocontroller-iris-plus.txt")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert [(g.pci_id, g.revision, g.name) for g in install.list_gpus(platform="win32")] == [
+        ("8A52", 7, "Intel(R) Iris(R) Plus Graphics")]
+    for f in bin_dir.iterdir():
+        f.unlink()
+    _fake_powershell(bin_dir, None)
     with pytest.raises(DeviceError, match="Access denied"):
         install.list_gpus(platform="win32")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -90,12 +108,23 @@ def test_detect_real_sysfs_matches_a_shell_read_of_it():
     assert [(g.slot, g.pci_id, g.revision) for g in install.gpus_from_sysfs()] == expected
 
 
-def test_powershell_sample_parses():
-    gpus = install.parse_powershell((DATA / "powershell-win32-videocontroller.json").read_text())
-    assert [(g.pci_id, g.revision) for g in gpus] == [("56A0", 8), ("4680", 12)]
-    one = json.dumps(json.loads((DATA / "powershell-win32-videocontroller.json").read_text())[0])
-    assert [g.pci_id for g in install.parse_powershell(one)] == ["56A0"]  # one adapter: an object, not a list
-    with pytest.raises(DeviceError, match="not JSON"):
+def test_powershell_recordings_parse():
+    """Real Format-List recordings (data/install/README.md): the PCI device and revision from the PNP device
+    ID, every adapter of a listing, a value wrapped over lines, and no GPU made up from a non-Intel adapter."""
+    uhd = (DATA / "win32-videocontroller-uhd.txt").read_text(encoding="utf-8")
+    iris = (DATA / "win32-videocontroller-iris-plus.txt").read_text(encoding="utf-8")
+    remote = (DATA / "win32-videocontroller-remote-display.txt").read_text(encoding="utf-8")
+    assert [(g.slot, g.pci_id, g.revision, g.name) for g in install.parse_powershell(uhd)] == [
+        ("PCI\\VEN_8086&DEV_9BC4&SUBSYS_170D1043&REV_05\\3&11583659&0&10", "9BC4", 5, "Intel(R) UHD Graphics")]
+    # Two adapters in one listing (a blank line between them), each reported, in order.
+    assert [(g.pci_id, g.revision) for g in install.parse_powershell(remote + "\n" + iris + "\n" + uhd)] == [
+        ("8A52", 7), ("9BC4", 5)]
+    assert install.parse_powershell(remote) == []
+    assert install.parse_powershell("") == []  # no adapter at all
+    # Format-List goes on over lines that start with spaces; the value is joined back, whole.
+    wrapped = gpus_mod._format_list_records(iris)[0]["InstalledDisplayDrivers"]
+    assert wrapped.count("iigd_dch.inf_amd64_fdbe15db86939fb5") == 4 and " " not in wrapped
+    with pytest.raises(DeviceError, match="not Format-List"):
         install.parse_powershell("Get-CimInstance : Access denied")
 
 

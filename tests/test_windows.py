@@ -213,3 +213,25 @@ def test_setvars_bat_is_found_under_oneapi_root(tmp_path):
     assert toolchain.find_activation(settings, "2025.0.1", windows=True) == root / "compiler" / "2025.0" / "env" / "vars.bat"
     (root / "compiler").rename(root / "other")
     assert toolchain.find_activation(settings, "2025.0.1", windows=True) == root / "setvars.bat"
+
+
+def test_the_lane_counts_come_from_pytests_own_report(tmp_path):
+    """tools/winlane.py fails a full lane below 150 run or above 10 skipped; the counts are read from the
+    JUnit XML that a real pytest writes (deselected tests in neither count)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        import winlane
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.parametrize('n', range(4))\ndef test_ok(n): pass\n"
+        "def test_skip(): pytest.skip('Windows has no FIFOs')\n"
+        "def test_gone(): pass\n", encoding="utf-8")
+    junit = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                    "--deselect=test_sample.py::test_gone", "test_sample.py"], cwd=tmp_path, check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    assert winlane.lane_counts(junit) == (4, 1)
+    assert "only 4 tests ran" in winlane.check_counts(junit)
+    assert "no report" in winlane.check_counts(tmp_path / "missing.xml")

@@ -40,12 +40,13 @@ from typing import Any
 from ipex_aot.errors import DeviceError, IpexAotError
 from ipex_aot.generation import Generation
 from ipex_aot.settings import Settings
-from ipex_aot.untrusted import loads_json
 
 INTEL_VENDOR = "8086"
-#: PowerShell asked for JSON, so that no column layout has to be parsed.
-POWERSHELL_QUERY = ("Get-CimInstance -ClassName Win32_VideoController | "
-                    "Select-Object Name, PNPDeviceID, DriverVersion | ConvertTo-Json -Compress")
+#: Format-List, not ConvertTo-Json: its output is what people paste into public issues, so the parser is tested
+#: on real recordings (tests/data/install/README.md names them); no recording of the JSON form was found.
+POWERSHELL_QUERY = "Get-CimInstance -ClassName Win32_VideoController | Format-List *"
+#: One ``Name : value`` line of Format-List (the name padded with spaces to the longest one).
+_LIST_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*) *:(?: (.*))?")
 _PNP_RE = re.compile(r"VEN_([0-9A-Fa-f]{4})&DEV_([0-9A-Fa-f]{4})(?:&SUBSYS_[0-9A-Fa-f]+)?(?:&REV_([0-9A-Fa-f]{2}))?")
 
 OPENCL_LIBRARIES = {"win32": ("OpenCL.dll",), "linux": ("libOpenCL.so.1", "libOpenCL.so")}
@@ -130,27 +131,45 @@ def gpus_from_sysfs(root: Path = Path("/sys")) -> list[Gpu]:
     return found
 
 
+def _format_list_records(text: str) -> list[dict[str, str]]:
+    """The objects in PowerShell's ``Format-List`` output: blank lines part them, and a value longer than the
+    console is wide goes on over lines that start with spaces (the PNP device ID too, on an 80-column console)."""
+    records: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        if not line:
+            if current:
+                records.append(current)
+            current, last = {}, ""
+            continue
+        if line[0].isspace() and last:
+            current[last] += line.strip()
+            continue
+        m = _LIST_LINE.fullmatch(line)
+        if not m:
+            raise DeviceError(f"PowerShell's Win32_VideoController output is not Format-List 'Name : value' lines "
+                              f"(line {number}: {line[:80]!r}); run the query by hand to see why")
+        last = m.group(1)
+        if last in current:  # the next object, with no blank line between (never seen, but not ours to merge)
+            records.append(current)
+            current = {}
+        current[last] = (m.group(2) or "").strip()
+    if current:
+        records.append(current)
+    return records
+
+
 def parse_powershell(text: str) -> list[Gpu]:
-    """Intel GPUs in the JSON that :data:`POWERSHELL_QUERY` prints (one object or a list)."""
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        data = loads_json(text)
-    except ValueError as e:
-        raise DeviceError(f"PowerShell's Win32_VideoController output is not JSON ({e}); "
-                          "run the query by hand to see why") from None
-    items = data if isinstance(data, list) else [data]
+    """Intel GPUs in the ``Format-List`` output of :data:`POWERSHELL_QUERY` (``DEV_xxxx``/``REV_xx`` of the PNP ID)."""
     found = []
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        pnp = str(item.get("PNPDeviceID") or "")
+    for item in _format_list_records(text):
+        pnp = item.get("PNPDeviceID", "")
         m = _PNP_RE.search(pnp.upper())
-        if not m or m.group(1) != INTEL_VENDOR:
+        if not pnp.upper().startswith("PCI\\") or not m or m.group(1) != INTEL_VENDOR:
             continue
-        found.append(Gpu(pnp, m.group(2).upper(), int(m.group(3), 16) if m.group(3) else None,
-                         str(item.get("Name") or "")))
+        found.append(Gpu(pnp, m.group(2).upper(), int(m.group(3), 16) if m.group(3) else None, item.get("Name", "")))
     return found
 
 
@@ -159,7 +178,9 @@ def gpus_from_powershell(run: Callable[..., subprocess.CompletedProcess[str]] = 
     if not exe:
         raise DeviceError("PowerShell not found; give the generation with --generation")
     proc = run([exe, "-NoProfile", "-NonInteractive", "-Command", POWERSHELL_QUERY],
-               capture_output=True, text=True, timeout=60, check=False)
+               # errors="replace": PowerShell writes the console's OEM code page, Python reads the ANSI one;
+               # a name that differs must not cost the PCI IDs (ASCII in either).
+               capture_output=True, text=True, errors="replace", timeout=60, check=False)
     if proc.returncode != 0:
         raise DeviceError(f"PowerShell Get-CimInstance Win32_VideoController failed: {proc.stderr.strip()[:200]}")
     return parse_powershell(proc.stdout)

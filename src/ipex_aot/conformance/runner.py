@@ -330,22 +330,32 @@ def _device_half(report: dict[str, Any], record: Mapping[str, Any], root: Path, 
         failures.append(f"worker: {run['error']}")
         return
     report["identity"] = run["identity"]
+    from ipex_aot.conformance.packages import PACKAGE_CHECKS
+
     if not run["identity"].get("available"):
         skips.append(run["identity"]["reason"])
+        # The package's own CPU path needs no torch (a Windows Python without torch still checks the canary's
+        # DLL); a failure there fails the report, a pass leaves it skipped: the workloads did not run.
+        if package in PACKAGE_CHECKS:
+            _package_check(report, device, options, work, generation, package, package_spec, failures)
         return
     report["workloads_run"] = (f"shared: one {device} process for every generation (an IPEX GPU library is not on "
                                f"the {device} compute path)")
     _apply_workloads(report, run, options, failures)
-    from ipex_aot.conformance.packages import PACKAGE_CHECKS
-
     if package in PACKAGE_CHECKS:
-        pkg = spawn_worker(_spec("package", device, options, **package_spec), work, f"package-{generation}", options)
-        if _worker_failure(pkg.result):
-            failures.append(f"{package}: {pkg.result['error']}")
-        else:
-            _package_verdict(report, pkg.result.get("package"), failures)
+        _package_check(report, device, options, work, generation, package, package_spec, failures)
     else:
         report["package"] = {"name": package, "note": f"not loaded on {device}: its library is XPU code"}
+
+
+def _package_check(report: dict[str, Any], device: str, options: Options, work: Path, generation: str, package: str,
+                   package_spec: Mapping[str, Any], failures: list[str]) -> None:
+    """The package's own check (packages.PACKAGE_CHECKS) with this generation's build installed, in a fresh process."""
+    pkg = spawn_worker(_spec("package", device, options, **package_spec), work, f"package-{generation}", options)
+    if _worker_failure(pkg.result):
+        failures.append(f"{package}: {pkg.result['error']}")
+    else:
+        _package_verdict(report, pkg.result.get("package"), failures)
 
 
 def _xpu(report: dict[str, Any], options: Options, work: Path, state: dict[str, Any], failures: list[str],
