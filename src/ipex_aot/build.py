@@ -260,38 +260,6 @@ def is_up_to_date(folder: Path, expected_hash: str) -> bool:
 # --------------------------------------------------------------------------- running one build
 
 
-class _LiveLine:
-    """The last line of a running build on one terminal line (tty), or a heartbeat (CI)."""
-
-    def __init__(self, label: str, every: float = 30.0) -> None:
-        self.label = label
-        self.start = time.monotonic()
-        self.last = ""
-        self.every = every
-        self._tty = sys.stderr.isatty()
-        # On a terminal show the first line at once; in CI logs only a heartbeat.
-        self._printed = 0.0 if self._tty else self.start
-        self._shown = False
-
-    def update(self, line: str) -> None:
-        self.last = line.strip() or self.last
-        now = time.monotonic()
-        if now - self._printed < (0.1 if self._tty else self.every):
-            return
-        self._printed = now
-        text = f"[{self.label}] {now - self.start:6.1f} s  {self.last}"
-        if self._tty:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            print(f"\r{text[:width]}\x1b[K", end="", file=sys.stderr, flush=True)
-            self._shown = True
-        else:
-            print(text[:200], file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._shown:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-
-
 def _snapshot(tree: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     if not tree.is_dir():
@@ -328,7 +296,7 @@ def _expand(text: str, values: Mapping[str, str]) -> str:
 
 def run_logged(cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path, label: str) -> int:
     """Run ``cmd``, its output streamed into ``log_path`` and shown as a live line."""
-    live = _LiveLine(label)
+    live = log.Progress(label, every=30.0)
     with open(log_path, "a", encoding="utf-8", errors="replace") as logf:
         logf.write(f"$ {' '.join(cmd)}\n")
         logf.flush()
@@ -344,7 +312,7 @@ def run_logged(cmd: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: 
         try:
             for line in proc.stdout:
                 logf.write(line)
-                live.update(line)
+                live.show(line)
             return proc.wait()
         except BaseException:
             children.kill(proc)  # the whole group: pip wheel and the build backend it started

@@ -13,6 +13,7 @@ are printed by the CLI through :func:`error`. Elsewhere the output is plain.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -105,25 +106,36 @@ def step(title: str) -> Iterator[StepOutcome]:
 
 
 class Progress:
-    """A one-line progress counter: ``what: done/total (pct) elapsed, eta``.
+    """The one progress line of long work, in two forms.
 
-    On a terminal the line is rewritten in place; elsewhere (CI logs) it is
-    printed at most every ``every`` seconds so logs stay short.
+    :meth:`advance` counts: ``what: done/total (pct) elapsed, eta``. :meth:`show` follows a
+    running tool (a build): ``[what]   12.3 s  <its latest output line>``. On a terminal the
+    line is rewritten in place; elsewhere (CI logs) it is printed at most every ``every``
+    seconds so logs stay short, and a followed tool's first line waits that long too (a
+    heartbeat, not its chatter).
     """
 
-    def __init__(self, what: str, total: int, every: float = 5.0) -> None:
+    def __init__(self, what: str, total: int = 1, every: float = 5.0) -> None:
         self.what = what
         self.total = max(total, 1)
         self.done = 0
         self.start = time.monotonic()
         self.every = every
+        self.last_line = ""
         self._last = 0.0
         self._tty = _stream().isatty()
+        self._open = False  # a terminal line that show() left without its end
+
+    def _due(self, now: float, tty_every: float) -> bool:
+        if now - self._last < (tty_every if self._tty else self.every):
+            return False
+        self._last = now
+        return True
 
     def advance(self, n: int = 1, note: str = "") -> None:
         self.done += n
         now = time.monotonic()
-        if self.done >= self.total or now - self._last >= (0.2 if self._tty else self.every):
+        if self.done >= self.total or self._due(now, 0.2):
             self._last = now
             self._print(note)
 
@@ -139,3 +151,25 @@ class Progress:
             print(f"\r{line}\x1b[K", end=end, file=_stream(), flush=True)
         else:
             print(line, file=_stream(), flush=True)
+
+    def show(self, line: str) -> None:
+        """Follow a running tool: LINE is its latest output (a blank one keeps the line before)."""
+        self.last_line = line.strip() or self.last_line
+        now = time.monotonic()
+        if not self._tty and not self._last:
+            self._last = self.start  # the first heartbeat comes after ``every`` seconds
+        if not self._due(now, 0.1):
+            return
+        text = f"[{self.what}] {now - self.start:6.1f} s  {_safe(self.last_line)}"
+        if self._tty:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            print(f"\r{text[:width]}\x1b[K", end="", file=_stream(), flush=True)
+            self._open = True
+        else:
+            print(text[:200], file=_stream(), flush=True)
+
+    def close(self) -> None:
+        """Clear the line :meth:`show` left on a terminal, so the next message starts clean."""
+        if self._open:
+            print("\r\x1b[K", end="", file=_stream(), flush=True)
+            self._open = False
