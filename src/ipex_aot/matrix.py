@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipex_aot import log
-from ipex_aot.errors import RecipeError, ScanError, ToolchainError, UsageError
+from ipex_aot.errors import RecipeError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
 from ipex_aot.settings import Settings, child_env
 
@@ -251,26 +251,6 @@ def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
     return found[0]
 
 
-# --------------------------------------------------------------------------- check-installed (cibuildwheel's test)
-
-
-def installed_artifact(recipe: Recipe, platform: str) -> Path:
-    """Where the recipe's GPU library sits in the installed package (found without importing it)."""
-    import importlib.util
-
-    member = recipe.artifacts.get(platform)
-    if not member:
-        raise RecipeError(f"{recipe.where('build.artifact')}: no entry for {platform}")
-    spec = importlib.util.find_spec(recipe.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ScanError(f"{recipe.package} is not installed in {sys.executable}; install the built wheel first")
-    package_dir = Path(list(spec.submodule_search_locations)[0])
-    path = package_dir.parent / member
-    if not path.is_file():
-        raise ScanError(f"{path}: the installed {recipe.package} has no {member}")
-    return path
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -333,18 +313,6 @@ def _xpu_generations(values: Sequence[str] | None) -> list[str]:
     return out
 
 
-def _cmd_check_installed(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.platforms import host_platform
-    from ipex_aot.recipe import load_recipe
-    from ipex_aot.scan import require_generation
-
-    recipe = load_recipe(args.recipe)
-    path = installed_artifact(recipe, args.platform or host_platform())
-    result = require_generation(path, args.generation)
-    log.info(f"{path}: holds {args.generation} natively ({result.summary})")
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("matrix", help="print the GitHub Actions matrix of a recipe (one entry per generation)",
                               description="Render {\"include\": [...]} from RECIPE; under Actions also append "
@@ -366,10 +334,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ocloc", action="store_true", help="explicit target lists only, without the local ocloc")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=_cmd_matrix)
-    c = subparsers.add_parser("check-installed", help="static conformance: the installed GPU library holds a generation",
-                              description="Scan the recipe's GPU library inside the installed package (cibuildwheel's "
-                                          "test command).")
-    c.add_argument("recipe", help="recipe file or name")
-    c.add_argument("--generation", required=True, help="e.g. 12.55.8")
-    c.add_argument("--platform", choices=sorted(HOSTED), help="default: this host's")
-    c.set_defaults(func=_cmd_check_installed)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import importlib.util
 import json
 import mmap
 import os
@@ -51,12 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from ipex_aot import archive as archive_mod
-from ipex_aot import elf
+from ipex_aot import elf, log
 from ipex_aot.build import read_build_record
-from ipex_aot.errors import IpexAotError, ScanError, ToolchainError, UsageError
+from ipex_aot.errors import IpexAotError, RecipeError, ScanError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.intelgt import EM_INTELGT, compat_note
-from ipex_aot.recipe import recipe_name
+from ipex_aot.platforms import host_platform
+from ipex_aot.recipe import PLATFORMS, Recipe, load_recipe, recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.sevenz import SIGNATURE as SEVENZ_MAGIC
 from ipex_aot.signing import add_trust_arguments, check_trust, resolve_trust
@@ -957,6 +959,30 @@ def require_generation(path: str | Path, generation: str, *, settings: Settings 
                     "rebuild this generation")
 
 
+# --- check-installed (cibuildwheel's test command) ------------------------------------------
+
+def installed_artifact(recipe: Recipe, platform: str) -> Path:
+    """Where the recipe's GPU library sits in the installed package (found without importing it)."""
+    member = recipe.artifacts.get(platform)
+    if not member:
+        raise RecipeError(f"{recipe.where('build.artifact')}: no entry for {platform}")
+    spec = importlib.util.find_spec(recipe.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ScanError(f"{recipe.package} is not installed in {sys.executable}; install the built wheel first")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    path = package_dir.parent / member
+    if not path.is_file():
+        raise ScanError(f"{path}: the installed {recipe.package} has no {member}")
+    return path
+
+
+def _cmd_check_installed(args, settings: Settings) -> int:  # noqa: ANN001
+    path = installed_artifact(load_recipe(args.recipe), args.platform or host_platform())
+    result = require_generation(path, args.generation)
+    log.info(f"{path}: holds {args.generation} natively ({result.summary})")
+    return 0
+
+
 # --- verify --------------------------------------------------------------------------------
 
 def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanResult]]:
@@ -1016,6 +1042,13 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     v.add_argument("--json", action="store_true", help="print JSON on stdout")
     add_trust_arguments(v)
     v.set_defaults(func=_cmd_verify)
+    c = sub.add_parser("check-installed", help="static conformance: the installed GPU library holds a generation",
+                       description="Scan the recipe's GPU library inside the installed package (cibuildwheel's "
+                                   "test command).")
+    c.add_argument("recipe", help="recipe file or name")
+    c.add_argument("--generation", required=True, help="e.g. 12.55.8")
+    c.add_argument("--platform", choices=sorted(PLATFORMS), help="default: this host's")
+    c.set_defaults(func=_cmd_check_installed)
 
 
 def _cmd_scan(args, settings: Settings) -> int:  # noqa: ANN001
