@@ -610,6 +610,126 @@ def _group_names(names: Mapping[str, list[str]], runner: Runner, products_hint: 
     return sorted(groups)
 
 
+@dataclass
+class _Known:
+    """The binary ocloc compiles for each generation it lists: what other binaries are compared with."""
+
+    info: dict[str, BinaryInfo]  # generation -> its binary
+    by_sha: dict[str, list[str]]  # binary sha256 -> generations that compile to it
+
+    def candidates(self, info: BinaryInfo | None) -> list[str]:
+        """Generations a binary may be for: its note, else every generation with identical bytes."""
+        if info is None:
+            return []
+        return [info.ip_version] if info.ip_version else list(self.by_sha.get(info.sha256, []))
+
+    def pick(self, cands: list[str], product: tuple[int, int] | None, step: int | None) -> str | None:
+        if product is not None:
+            cands = [v for v in cands if Generation.parse(v).product == product]
+        if len(cands) > 1:
+            cands = [v for v in cands if v not in self.info or self.info[v].stepping == step] or cands
+        return cands[0] if len(cands) == 1 else None
+
+
+def _probe_source(runner: Runner) -> tuple[tuple[str, bytes], bool]:
+    """The kernel as SPIR-V, once: every later compile skips the OpenCL C front end (OpenCL C where that fails)."""
+    spv_res = runner.map([(("compile", "-file", "k.cl", "-spv_only", "-output", "k"), (("k.cl", KERNEL),))],
+                         what="SPIR-V of the probe kernel")[0]
+    spv = [v for k, v in (spv_res.outputs.items() if spv_res and spv_res.rc == 0 else []) if k.endswith(".spv")]
+    return (("k.spv", spv[0]), True) if spv else (("k.cl", KERNEL), False)
+
+
+def _known_generations(runner: Runner, names: Mapping[str, list[str]], source: tuple[str, bytes],
+                       spirv: bool) -> _Known:
+    versions = sorted({v for vs in names.values() for v in vs}, key=generation_order)
+    known = _Known({}, collections.defaultdict(list))
+    for v, info in zip(versions, _compile_all(runner, [(v, None) for v in versions], source, spirv,
+                                              "compiling each generation"), strict=True):
+        if info:
+            known.info[v] = info
+            known.by_sha[info.sha256].append(v)
+    return known
+
+
+def _default_binaries(runner: Runner, hits: Mapping[int, str], known: _Known, source: tuple[str, bytes],
+                      spirv: bool) -> tuple[dict[int, BinaryInfo], dict[tuple[str, str], list[int]], list[str]]:
+    """(ID -> its binary without -revision_id, (target, sha256) -> IDs, IDs that did not compile).
+
+    One ID per target first. When the hardware its binary names (product family, core)
+    belongs to a single known generation, every ID of that target is that generation and
+    need not be compiled; the others (DG2, PVC …) are compiled ID by ID.
+    """
+    by_target: dict[str, list[int]] = collections.defaultdict(list)
+    for i in sorted(hits):
+        by_target[hits[i]].append(i)
+    firsts = [members[0] for members in by_target.values()]
+    first_info = dict(zip(firsts, _compile_all(runner, [(f"0x{i:04x}", None) for i in firsts], source,
+                                               spirv, "compiling one ID per target"), strict=True))
+    settled: set[int] = set()
+    for members in by_target.values():
+        info = first_info[members[0]]
+        if info is not None and not info.ip_version and \
+                sum(vi.hardware == info.hardware for vi in known.info.values()) == 1:
+            settled.update(members)
+    order = [i for i in sorted(hits) if i not in settled and i not in first_info]
+    rest = dict(zip(order, _compile_all(runner, [(f"0x{i:04x}", None) for i in order], source, spirv,
+                                        "compiling each ID of the other targets"), strict=True))
+    # IDs that compile to the same bytes for the same target are the same hardware to ocloc:
+    # the steppings are probed once per such class.
+    classes: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    default_info: dict[int, BinaryInfo] = {}
+    failed: list[str] = []
+    for i in sorted(hits):
+        info = first_info.get(i) or rest.get(i) or (first_info[by_target[hits[i]][0]] if i in settled else None)
+        if info is None:
+            failed.append(f"{i:04X}")
+            continue
+        default_info[i] = info
+        classes[(hits[i], info.sha256)].append(i)
+    return default_info, classes, failed
+
+
+def _steppings(runner: Runner, classes: Mapping[tuple[str, str], list[int]], default_info: Mapping[int, BinaryInfo],
+               known: _Known, source: tuple[str, bytes],
+               spirv: bool) -> tuple[dict[int, dict[int, str]], dict[int, str | None]]:
+    """(class representative -> revision -> generation, representative -> generation without -revision_id)."""
+    probes: list[tuple[int, int]] = []
+    for members in classes.values():
+        info = default_info[members[0]]
+        siblings = [vi for vi in known.info.values() if vi.hardware == info.hardware]
+        if len(siblings) == 1 and not info.ip_version:
+            continue  # one generation for this hardware: no stepping can pick another
+        steppings = [vi.stepping for vi in siblings if vi.stepping is not None]
+        top = max(steppings + [info.stepping or 0])
+        probes += [(members[0], rev) for rev in range(min(top, 62) + 2)]
+    probed = _compile_all(runner, [(f"0x{i:04x}", rev) for i, rev in probes], source, spirv,
+                          "compiling each stepping")
+    # Two products can compile to identical bytes at one stepping (ocloc 22.43 builds the
+    # same binary for DG2-G10 and -G12 at rev 0). The product (major.minor) that the
+    # default binary allows and that the most steppings name alone is the ID's product.
+    per_rep: dict[int, list[tuple[int, list[str]]]] = collections.defaultdict(list)
+    for (i, rev), binary in zip(probes, probed, strict=True):
+        per_rep[i].append((rev, known.candidates(binary)))
+    rev_maps: dict[int, dict[int, str]] = {}
+    default_gen: dict[int, str | None] = {}
+    for i, probes_of in per_rep.items():
+        dinfo = default_info[i]
+        dcands = known.candidates(dinfo)
+        allowed = {Generation.parse(v).product for v in dcands} or {
+            Generation.parse(v).product for _, cs in probes_of for v in cs}
+        alone: collections.Counter[tuple[int, int]] = collections.Counter()
+        votes: collections.Counter[tuple[int, int]] = collections.Counter()
+        for _, cs in probes_of:
+            products = {Generation.parse(v).product for v in cs}
+            votes.update(products)
+            if len(products) == 1:
+                alone.update(products)
+        product = max(sorted(allowed), key=lambda p: (alone[p], votes[p])) if allowed else None
+        rev_maps[i] = {rev: g for rev, cs in probes_of if (g := known.pick(cs, product, rev))}
+        default_gen[i] = known.pick(dcands, product, dinfo.stepping)
+    return rev_maps, default_gen
+
+
 def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_process: bool | None = None,
           timeout: float = CALL_TIMEOUT) -> SweepResult:
     """Ask ocloc about every PCI ID in IDS; see the module docstring for how."""
@@ -621,12 +741,7 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
             names = {n: ocloc.ids(n) for n in ocloc.acronyms()}
             if not names:
                 raise ToolchainError(f"{ocloc.path} lists no device names in `ocloc ids --help`; is it a working ocloc?")
-            # The kernel as SPIR-V, once: every later compile skips the OpenCL C front end.
-            spv_res = runner.map([(("compile", "-file", "k.cl", "-spv_only", "-output", "k"), (("k.cl", KERNEL),))],
-                                 what="SPIR-V of the probe kernel")[0]
-            spv = [v for k, v in (spv_res.outputs.items() if spv_res and spv_res.rc == 0 else []) if k.endswith(".spv")]
-            source, spirv = (("k.spv", spv[0]), True) if spv else (("k.cl", KERNEL), False)
-
+            source, spirv = _probe_source(runner)
             detected = runner.detect(ids)
             if not any(detected.values()):
                 # An ocloc that reads the source before matching the device says nothing about an
@@ -634,100 +749,18 @@ def sweep(ocloc: Ocloc, ids: Iterable[int] = ALL_IDS, *, jobs: int = 1, in_proce
                 detected = runner.detect(ids, source, ("-spirv_input",) if spirv else ())
             skipped = [f"{i:04X}" for i in ids if i not in detected]
             hits = {i: t for i, t in detected.items() if t}
-
-            versions = sorted({v for vs in names.values() for v in vs}, key=generation_order)
-            by_sha: dict[str, list[str]] = collections.defaultdict(list)
-            version_info: dict[str, BinaryInfo] = {}
-            for v, info in zip(versions, _compile_all(runner, [(v, None) for v in versions], source, spirv,
-                                                      "compiling each generation"), strict=True):
-                if info:
-                    version_info[v] = info
-                    by_sha[info.sha256].append(v)
-
-            def candidates(info: BinaryInfo | None) -> list[str]:
-                """Generations a binary may be for: its note, else every generation with identical bytes."""
-                if info is None:
-                    return []
-                return [info.ip_version] if info.ip_version else list(by_sha.get(info.sha256, []))
-
-            def pick(cands: list[str], product: tuple[int, int] | None, step: int | None) -> str | None:
-                if product is not None:
-                    cands = [v for v in cands if Generation.parse(v).product == product]
-                if len(cands) > 1:
-                    cands = [v for v in cands if v not in version_info or version_info[v].stepping == step] or cands
-                return cands[0] if len(cands) == 1 else None
-
-            # One ID per target first. When the hardware its binary names (product family, core)
-            # belongs to a single known generation, every ID of that target is that generation and
-            # need not be compiled; the others (DG2, PVC …) are compiled ID by ID.
-            by_target: dict[str, list[int]] = collections.defaultdict(list)
-            for i in sorted(hits):
-                by_target[hits[i]].append(i)
-            firsts = [members[0] for members in by_target.values()]
-            first_info = dict(zip(firsts, _compile_all(runner, [(f"0x{i:04x}", None) for i in firsts], source,
-                                                       spirv, "compiling one ID per target"), strict=True))
-            settled: set[int] = set()
-            for members in by_target.values():
-                info = first_info[members[0]]
-                if info is not None and not info.ip_version and \
-                        sum(vi.hardware == info.hardware for vi in version_info.values()) == 1:
-                    settled.update(members)
-            order = [i for i in sorted(hits) if i not in settled and i not in first_info]
-            rest = dict(zip(order, _compile_all(runner, [(f"0x{i:04x}", None) for i in order], source, spirv,
-                                                "compiling each ID of the other targets"), strict=True))
-            # IDs that compile to the same bytes for the same target are the same hardware to ocloc:
-            # probe the steppings once per such class.
-            classes: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
-            default_info: dict[int, BinaryInfo] = {}
-            for i in sorted(hits):
-                info = first_info.get(i) or rest.get(i) or (first_info[by_target[hits[i]][0]] if i in settled else None)
-                if info is None:
-                    skipped.append(f"{i:04X}")
-                    continue
-                default_info[i] = info
-                classes[(hits[i], info.sha256)].append(i)
-            probes: list[tuple[int, int]] = []
-            for members in classes.values():
-                info = default_info[members[0]]
-                siblings = [vi for vi in version_info.values() if vi.hardware == info.hardware]
-                if len(siblings) == 1 and not info.ip_version:
-                    continue  # one generation for this hardware: no stepping can pick another
-                steppings = [vi.stepping for vi in siblings if vi.stepping is not None]
-                top = max(steppings + [info.stepping or 0])
-                probes += [(members[0], rev) for rev in range(min(top, 62) + 2)]
-            probed = _compile_all(runner, [(f"0x{i:04x}", rev) for i, rev in probes], source, spirv,
-                                  "compiling each stepping")
-            # Two products can compile to identical bytes at one stepping (ocloc 22.43 builds the
-            # same binary for DG2-G10 and -G12 at rev 0). The product (major.minor) that the
-            # default binary allows and that the most steppings name alone is the ID's product.
-            per_rep: dict[int, list[tuple[int, list[str]]]] = collections.defaultdict(list)
-            for (i, rev), info in zip(probes, probed, strict=True):
-                per_rep[i].append((rev, candidates(info)))
-            rev_maps: dict[int, dict[int, str]] = {}
-            default_gen: dict[int, str | None] = {}
-            for i, probes_of in per_rep.items():
-                dinfo = default_info[i]
-                dcands = candidates(dinfo)
-                allowed = {Generation.parse(v).product for v in dcands} or {
-                    Generation.parse(v).product for _, cs in probes_of for v in cs}
-                alone: collections.Counter[tuple[int, int]] = collections.Counter()
-                votes: collections.Counter[tuple[int, int]] = collections.Counter()
-                for _, cs in probes_of:
-                    products = {Generation.parse(v).product for v in cs}
-                    votes.update(products)
-                    if len(products) == 1:
-                        alone.update(products)
-                product = max(sorted(allowed), key=lambda p: (alone[p], votes[p])) if allowed else None
-                rev_maps[i] = {rev: g for rev, cs in probes_of if (g := pick(cs, product, rev))}
-                default_gen[i] = pick(dcands, product, dinfo.stepping)
+            known = _known_generations(runner, names, source, spirv)
+            default_info, classes, failed = _default_binaries(runner, hits, known, source, spirv)
+            skipped += failed
+            rev_maps, default_gen = _steppings(runner, classes, default_info, known, source, spirv)
 
             targets: dict[str, str] = {}
             revisions: dict[str, dict[int, str]] = {}
             default: dict[str, str] = {}
             for (target, _sha), members in classes.items():
                 rmap = rev_maps.get(members[0], {})
-                dgen = default_gen[members[0]] if members[0] in default_gen else pick(
-                    candidates(default_info[members[0]]), None, default_info[members[0]].stepping)
+                dgen = default_gen[members[0]] if members[0] in default_gen else known.pick(
+                    known.candidates(default_info[members[0]]), None, default_info[members[0]].stepping)
                 if not dgen and target in names and len(names[target]) == 1:
                     dgen = names[target][0]  # ocloc named an accepted product: take its generation
                 if not rmap and not dgen:
