@@ -14,6 +14,7 @@ from pathlib import Path
 import py7zr
 import pytest
 import yaml
+from libfixtures import MODERN_OCLOC_DEST, modern_ocloc
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "aot-release.yml"
@@ -203,7 +204,10 @@ DATA = REPO / "tests" / "data" / "workflow"
 
 def act_run(out: Path, recipe: Path, cache: Path, *extra: str, via_nox: bool = False) -> dict:
     """Run the workflow through act; the run's summary.json (each job's result, the recorded release)."""
-    args = [str(recipe), "--out", str(out), "--device-cache", str(cache), "--quiet", *extra]
+    # A warm runner: the ocloc setup.sh fetched from Debian sid is the jobs' cached one, so the plan job's
+    # `ipex-aot ocloc fetch` only refreshes sid's index instead of downloading 250 MB per run.
+    args = [str(recipe), "--out", str(out), "--device-cache", str(cache), "--ocloc-cache", str(MODERN_OCLOC_DEST),
+            "--quiet", *extra]
     cmd = [sys.executable, "-m", "nox", "-s", "workflow", "--", *args] if via_nox else \
         [sys.executable, str(REPO / "tools" / "act" / "workflow.py"), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
@@ -214,6 +218,19 @@ def act_run(out: Path, recipe: Path, cache: Path, *extra: str, via_nox: bool = F
 
 def failed_jobs(summary: dict) -> str:
     return ", ".join(j for j, r in summary["jobs"].items() if r != "success") + "\n" + summary["stdout"][-2000:]
+
+
+def act_entries(summary: dict) -> list[dict]:
+    """act's JSON log, one dict per line."""
+    entries = []
+    for line in Path(summary["log"]).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
 
 
 def manifest_in(archive: Path, tmp: Path) -> dict:
@@ -280,9 +297,24 @@ def test_canary_release_runs_every_job_through_act(canary_run, tmp_path):
     # The stdout says where the archive and the recorded release are.
     assert str(assets / "canary-0.1.0-AOT.7z") in canary_run["stdout"]
     assert "recorded (not published)" in canary_run["stdout"]
-    # The steps' ipex-aot output is folded into GitHub log groups under Actions.
+    # The steps' ipex-aot output is folded into GitHub log groups under Actions, and act reads them as
+    # workflow commands (its JSON log says which command of which job).
     log = Path(canary_run["log"]).read_text()
     assert "::group::build canary" in log and "::endgroup::" in log
+    groups = {(e["jobID"], e["arg"]) for e in act_entries(canary_run) if e.get("command") == "group"}
+    assert {("build", "build canary-ci: 1 generation(s)"), ("pack", "pack canary-ci: read build records"),
+            ("conformance", "conformance 12.55.8 on cpu")} <= groups, sorted(groups)
+    # The modern ocloc, not the runner's package: the plan job fetched Debian sid's intel-ocloc, the later
+    # jobs took it from the cache, and pack made the support table with it (the manifest names its version).
+    from ipex_aot.ocloc import find_ocloc, probe
+    from ipex_aot.settings import Settings
+
+    sid = probe(str(modern_ocloc()), "test").version
+    assert manifest["ocloc"]["version"] == sid != find_ocloc(Settings.from_env({})).version
+    assert any(job == "plan" and title.startswith("ocloc fetch from Debian sid") for job, title in groups), groups
+    cached = {e["jobID"] for e in act_entries(canary_run)
+              if "the plan job's ocloc, from the cache: OCLOC=" in str(e.get("msg", ""))}
+    assert cached == {"build", "conformance", "pack"}, cached
 
 
 def test_two_platforms_publish_two_archives_with_names_from_the_template(two_platform_run, tmp_path):
@@ -339,4 +371,6 @@ def test_a_broken_workflow_fails_the_run(mutation, tmp_path, cache_dir):  # noqa
         assert any("matrix" in e for e in run["act_errors"]) and "pack" in run["not_run"], run
     else:
         assert results["Conformance of 12.55.8 linux-x86_64 cpu"] == "failure"
-        assert "no finished build" in Path(run["log"]).read_text()
+        # It fails for the right reason, said as a GitHub ::error:: annotation that act read as one.
+        errors = [e["arg"] for e in act_entries(run) if e.get("command") == "error" and e.get("jobID") == "conformance"]
+        assert any("no finished build of generation 12.55.8" in a for a in errors), errors

@@ -153,6 +153,28 @@ def secrets_file(out: Path, sign_key: Path) -> Path:
     return path
 
 
+def _link_or_copy(src: str, dest: str) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another file system
+        shutil.copy2(src, dest)
+
+
+def seed_ocloc(src: Path, dest: Path) -> None:
+    """A warm runner's ~/.cache/ipex-aot/ocloc from an `ipex-aot ocloc fetch --dest SRC` folder (setup.sh's
+    .venv/ocloc): the plan's fetch then only refreshes sid's index. The unpacked ocloc (about 250 MB, never
+    written after the fetch) is hard-linked; apt's state is copied, since the run's apt-get update rewrites it."""
+    from ipex_aot.ocloc_fetch import installed
+
+    if installed(src) is None:
+        raise WorkflowError(f"--ocloc-cache {src}: no fetched ocloc there (run `ipex-aot ocloc fetch --dest {src}`)")
+    for item in src.iterdir():
+        if item.is_dir() and item.name.startswith("intel-ocloc-"):
+            shutil.copytree(item, dest / item.name, symlinks=True, copy_function=_link_or_copy)
+        elif item.is_dir():
+            shutil.copytree(item, dest / item.name, symlinks=True)
+
+
 def act_command(out: Path, repo: Path, event: Path, secrets: Path | None = None) -> list[str]:
     cmd = [str(act_executable()), "workflow_dispatch", "-W", str(repo / WORKFLOW), "-e", str(event),
            "--action-offline-mode", "--no-skip-checkout", "--concurrent-jobs", "1",
@@ -201,7 +223,7 @@ def workflow_jobs(path: Path) -> list[str]:
 
 def run(recipe: str, *, platforms: list[str], out: Path, workflow: Path | None = None,
         python: str | None = None, echo: bool = True, device_cache: Path | None = None,
-        sign_key: Path | None = None) -> dict:
+        ocloc_cache: Path | None = None, sign_key: Path | None = None) -> dict:
     """Run the workflow for RECIPE through act into OUT; returns the summary (also OUT/summary.json)."""
     recipe_path = Path(recipe)
     extra = None
@@ -218,6 +240,8 @@ def run(recipe: str, *, platforms: list[str], out: Path, workflow: Path | None =
     if device_cache is not None:
         # A warm runner: the device database a runner's cache would hold, so the plan skips the sweep.
         shutil.copytree(device_cache / "devices", out / "home" / ".cache" / "ipex-aot" / "devices")
+    if ocloc_cache is not None:
+        seed_ocloc(ocloc_cache, out / "home" / ".cache" / "ipex-aot" / "ocloc")
     repo = snapshot(out, workflow, extra)
     if not (repo / recipe_arg).is_file():
         raise WorkflowError(f"{recipe}: no such recipe in this checkout (looked for {recipe_arg})")
@@ -299,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="do not echo act's log (it is in OUT/act.log)")
     p.add_argument("--device-cache", type=Path, metavar="DIR",
                    help="an ipex-aot cache folder whose devices/ the jobs start with (default: none, the plan sweeps)")
+    p.add_argument("--ocloc-cache", type=Path, metavar="DIR",
+                   help="an `ipex-aot ocloc fetch --dest DIR` folder (setup.sh's .venv/ocloc) the jobs' ocloc cache "
+                        "starts with (default: none, the plan job fetches Debian sid's intel-ocloc)")
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="an unencrypted secret key, passed to the sign job as the secret IPEX_AOT_SIGN_KEY")
     args = p.parse_args(argv)
@@ -306,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or ROOT / "dist" / "workflow" / name).resolve()
     try:
         summary = run(args.recipe, platforms=args.platform, out=out, workflow=args.workflow, python=args.python,
-                      echo=not args.quiet, device_cache=args.device_cache, sign_key=args.sign_key)
+                      echo=not args.quiet, device_cache=args.device_cache, ocloc_cache=args.ocloc_cache,
+                      sign_key=args.sign_key)
     except WorkflowError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

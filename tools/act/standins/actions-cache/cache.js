@@ -47,7 +47,9 @@ function save() {
   const present = paths.filter((p) => fs.existsSync(p));
   if (!present.length) { console.log("::warning::cache stand-in: none of the paths exist; nothing saved"); return; }
   const tmp = entryFile(key) + `.${process.pid}.part`;
-  execFileSync("tar", ["-cPf", tmp, ...present], { stdio: "inherit" });
+  // --posix, as actions/cache's tar does: file times keep their nanoseconds (GNU tar's own format keeps
+  // whole seconds), so a restored file is the same file to what keys a cache on it (the device database).
+  execFileSync("tar", ["--posix", "-cPf", tmp, ...present], { stdio: "inherit" });
   fs.renameSync(tmp, entryFile(key));
   console.log(`Cache saved with key: ${key} (stand-in)`);
 }
