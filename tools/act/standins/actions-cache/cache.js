@@ -33,7 +33,10 @@ function restore() {
     }
   }
   if (hit) {
-    execFileSync("tar", ["-xPf", hit], { stdio: "inherit" });
+    // --skip-old-files: a file already there is kept. On GitHub a job's runner is fresh, so nothing is;
+    // here the run's jobs share one HOME and run side by side, and rewriting a file that another job
+    // has open (ocloc's libraries, mapped by a running compile) would crash it (SIGBUS) or collide.
+    execFileSync("tar", ["--skip-old-files", "-xPf", hit], { stdio: "inherit" });
     console.log(`Cache restored from key: ${keyOf(hit)} (stand-in)`);
   } else {
     console.log(`Cache not found for input keys: ${[key, ...lines(input("restore-keys"))].join(", ")} (stand-in)`);
