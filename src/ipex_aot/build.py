@@ -446,6 +446,52 @@ def _command_and_env(ctx: BuildContext, device: str, values: Mapping[str, str]) 
     return env, [_expand(part, values) for part in ctx.command]
 
 
+def _prepare(ctx: BuildContext, label: str) -> tuple[Path, Path]:
+    """(log file, build tree) of the build LABEL: a clean build's old tree and a killed build's scratch are gone."""
+    root = ctx.root
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    tree = ctx.build_tree(label)
+    if not ctx.reuse and tree.exists():
+        shutil.rmtree(tree)
+    wheels = root / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    for stale in wheels.glob(f".{label}.*"):  # a killed build's scratch (we hold the recipe lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    return logs / f"{label}.log", tree
+
+
+def _run_build(ctx: BuildContext, label: str, device: str, tree: Path, wheel_dir: Path, log_path: Path) -> int:
+    """Run the recipe's build command for the device list DEVICE, wheels into WHEEL_DIR; its exit code."""
+    values = {"python": sys.executable, "source": str(ctx.source.path), "wheel_dir": str(wheel_dir),
+              "build_dir": str(tree), "jobs": str(ctx.settings.jobs)}
+    env, cmd = _command_and_env(ctx, device, values)
+    if not ctx.tree_in_source:
+        tree.mkdir(parents=True, exist_ok=True)
+    return run_logged(cmd, env, ctx.source.path, log_path, label)
+
+
+def _one_wheel(label: str, rc: int, wheel_dir: Path, log_path: Path) -> Path:
+    """The one wheel a build that exited with RC left in WHEEL_DIR; BuildError, with the log's first error, else."""
+    if rc != 0:
+        headline = _first_error(log_path)
+        raise BuildError(f"[{label}] build command failed (exit {rc})" + (f": {headline}" if headline else "")
+                         + f"; log: {log_path}\n{_tail(log_path)}")
+    built = sorted(wheel_dir.glob("*.whl"))
+    if len(built) != 1:
+        raise BuildError(f"[{label}] expected one wheel in {wheel_dir}, found {len(built)}; log: {log_path}")
+    return built[0]
+
+
+def _keep_wheel(wheel: Path, kept: Path) -> Path:
+    """Move WHEEL into the folder KEPT, which holds only it (the previous build's wheel goes)."""
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.mkdir()
+    os.replace(wheel, kept / wheel.name)
+    return kept / wheel.name
+
+
 def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
     generation, device = target.generation, target.device
     root = ctx.root
@@ -457,17 +503,8 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
         log.info(f"[{generation}] unchanged since the last build; skipped ({folder / artifact_name})")
         return GenerationResult(generation, device, "skipped", record=read_json(folder / "build.json"))
 
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{generation}.log"
-    tree = ctx.build_tree(generation)
-    if not ctx.reuse and tree.exists():
-        shutil.rmtree(tree)
+    log_path, tree = _prepare(ctx, generation)
     reused_tree = ctx.reuse and bool(_snapshot(tree))
-    wheels = root / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    for stale in wheels.glob(f".{generation}.*"):  # a killed build's scratch (we hold the recipe lock)
-        shutil.rmtree(stale, ignore_errors=True)
     started, start = _now(), time.monotonic()
     log_path.write_text(
         f"# {ctx.recipe.name} {ctx.recipe.release} generation {generation} "
@@ -475,42 +512,16 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
         f"# build tree {tree} ({'reused' if reused_tree else 'fresh'})\n",
         encoding="utf-8",
     )
-    with tempfile.TemporaryDirectory(prefix=f".{generation}.", dir=wheels) as tmp:
-        wheel_dir = Path(tmp)
-        values = {
-            "python": sys.executable,
-            "source": str(ctx.source.path),
-            "wheel_dir": str(wheel_dir),
-            "build_dir": str(tree),
-            "jobs": str(ctx.settings.jobs),
-        }
-        env, cmd = _command_and_env(ctx, device, values)
-        if not ctx.tree_in_source:
-            tree.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{generation}.", dir=root / "wheels") as tmp:
         before = _snapshot(tree)
-        rc = run_logged(cmd, env, ctx.source.path, log_path, generation)
+        rc = _run_build(ctx, generation, device, tree, Path(tmp), log_path)
         report = compare_trees(before, _snapshot(tree))
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(f"# {report.line()}\n")
-        if rc != 0:
-            headline = _first_error(log_path)
-            raise BuildError(
-                f"[{generation}] build command failed (exit {rc})"
-                + (f": {headline}" if headline else "")
-                + f"; log: {log_path}\n{_tail(log_path)}"
-            )
-        built = sorted(wheel_dir.glob("*.whl"))
-        if len(built) != 1:
-            raise BuildError(
-                f"[{generation}] expected one wheel in {wheel_dir}, found {len(built)}; log: {log_path}"
-            )
-        sha, size = extract_artifact(built[0], member, folder / artifact_name)
+        built = _one_wheel(generation, rc, Path(tmp), log_path)
+        sha, size = extract_artifact(built, member, folder / artifact_name)
         # One wheel folder per generation: the wheels of all generations share one file name.
-        kept = wheels / generation
-        if kept.exists():
-            shutil.rmtree(kept)
-        kept.mkdir()
-        os.replace(built[0], kept / built[0].name)
+        wheel = _keep_wheel(built, root / "wheels" / generation)
     if not ctx.reuse:
         shutil.rmtree(tree, ignore_errors=True)
     duration = time.monotonic() - start
@@ -523,7 +534,7 @@ def build_one(ctx: BuildContext, target: Target) -> GenerationResult:
         "devlist_variable": ctx.recipe.devlist_variable,
         "platform": ctx.platform,
         "artifact": {"name": artifact_name, "install_path": member, "sha256": sha, "size": size},
-        "wheel": (kept / built[0].name).relative_to(root).as_posix(),
+        "wheel": wheel.relative_to(root).as_posix(),
         "toolchain": _jsonable(ctx.toolchain),
         "source": {"url": ctx.source.url, "ref": ctx.source.ref, "commit": ctx.source.commit, "tree": ctx.source.tree},
         "patches": list(ctx.source.patches),
@@ -567,41 +578,17 @@ def build_jit_wheel(ctx: BuildContext) -> Path:
         if not ctx.options.force and record["inputs_hash"] == expected and sha256_file(wheel) == record["sha256"]:
             log.info(f"[{JIT}] unchanged since the last build; skipped ({wheel})")
             return wheel
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{JIT}.log"
-    tree = ctx.build_tree(JIT)
-    if not ctx.reuse and tree.exists():
-        shutil.rmtree(tree)
-    (root / "wheels").mkdir(parents=True, exist_ok=True)
-    for stale in (root / "wheels").glob(f".{JIT}.*"):  # a killed build's scratch (we hold the recipe lock)
-        shutil.rmtree(stale, ignore_errors=True)
+    log_path, tree = _prepare(ctx, JIT)
     started, start = _now(), time.monotonic()
     log_path.write_text(
         f"# {ctx.recipe.name} {ctx.recipe.release} JIT-only ({ctx.recipe.devlist_variable} empty) started {started}\n",
         encoding="utf-8",
     )
     with tempfile.TemporaryDirectory(prefix=f".{JIT}.", dir=root / "wheels") as tmp:
-        values = {"python": sys.executable, "source": str(ctx.source.path), "wheel_dir": tmp,
-                  "build_dir": str(tree), "jobs": str(ctx.settings.jobs)}
-        env, cmd = _command_and_env(ctx, "", values)
-        if not ctx.tree_in_source:
-            tree.mkdir(parents=True, exist_ok=True)
-        rc = run_logged(cmd, env, ctx.source.path, log_path, JIT)
-        if rc != 0:
-            headline = _first_error(log_path)
-            raise BuildError(f"[{JIT}] build command failed (exit {rc})" + (f": {headline}" if headline else "")
-                             + f"; log: {log_path}\n{_tail(log_path)}")
-        built = sorted(Path(tmp).glob("*.whl"))
-        if len(built) != 1:
-            raise BuildError(f"[{JIT}] expected one wheel in {tmp}, found {len(built)}; log: {log_path}")
-        if kept.exists():
-            shutil.rmtree(kept)
-        kept.mkdir()
-        os.replace(built[0], kept / built[0].name)
+        rc = _run_build(ctx, JIT, "", tree, Path(tmp), log_path)
+        wheel = _keep_wheel(_one_wheel(JIT, rc, Path(tmp), log_path), kept)
     if not ctx.reuse:
         shutil.rmtree(tree, ignore_errors=True)
-    wheel = kept / built[0].name
     write_json(kept / "build.json", {
         "schema": SCHEMA, "recipe": ctx.recipe.name, "release": ctx.recipe.release, "devlist": "",
         "devlist_variable": ctx.recipe.devlist_variable, "platform": ctx.platform, "wheel": wheel.name,
