@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
+from ipex_aot.untrusted import printable
+
 _github = False
 _depth = 0
 
@@ -40,8 +42,6 @@ def _escape(message: str) -> str:
 
 def _safe(message: str) -> str:
     # Messages quote file names, archive entries and tool output: a terminal escape in them is data, not a command.
-    from ipex_aot.untrusted import printable
-
     return printable(message, keep="\n")
 
 

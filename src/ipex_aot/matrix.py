@@ -17,6 +17,7 @@ which runs offline on any OS.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import shutil
@@ -30,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 from ipex_aot import log
 from ipex_aot.errors import RecipeError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
+from ipex_aot.recipe import Recipe, Target, load_recipe, plan_targets
 from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
     from ipex_aot.devices import DeviceDatabase
-    from ipex_aot.recipe import Recipe
 
 #: GitHub-hosted runner per platform, used when the recipe pins no labels.
 HOSTED = {"windows-x86_64": ["windows-2022"], "linux-x86_64": ["ubuntu-22.04"]}
@@ -98,7 +99,6 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
     its entry: the devlist is then the generation code itself, which every ocloc
     that knows the generation accepts; the build job's own ocloc picks the name.
     """
-    from ipex_aot.recipe import Target, plan_targets
 
     py = python or recipe.toolchain.python[0]
     if py not in recipe.toolchain.python:
@@ -145,7 +145,6 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
 
 def _targets_without_ocloc(recipe: Recipe) -> list:
     """An explicit target list without asking ocloc (``--no-ocloc``): devlist = override or the code."""
-    from ipex_aot.recipe import Target
 
     if recipe.targets.generations == "all":
         raise RecipeError(f"{recipe.where('targets.generations')}: 'all' needs the local ocloc to expand; "
@@ -157,8 +156,6 @@ def _targets_without_ocloc(recipe: Recipe) -> list:
 
 def check_cibuildwheel(entries: Sequence[Mapping[str, Any]], *, cibuildwheel: str | None = None) -> dict[str, list[str]]:
     """``cibuildwheel --print-build-identifiers`` per platform; UsageError when a selector selects nothing."""
-    import importlib.util
-
     if cibuildwheel:
         command = [cibuildwheel]
         if not Path(cibuildwheel).exists() and not shutil.which(cibuildwheel):
@@ -235,7 +232,6 @@ def github_outputs(recipe: Recipe, entries: Sequence[Mapping[str, Any]], xpu: It
 
 def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
     """The recipe whose release tag is TAG (a tag push names the release, not the recipe)."""
-    from ipex_aot.recipe import load_recipe
 
     folder = recipes_dir or Path("recipes")
     found = []
@@ -255,7 +251,6 @@ def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
 
 
 def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     if args.recipe and args.recipe.startswith("tag:"):
         args.recipe, args.tag = None, args.recipe.removeprefix("tag:")

@@ -55,8 +55,10 @@ from ipex_aot import archive as archive_mod
 from ipex_aot import elf, log
 from ipex_aot.build import read_build_record
 from ipex_aot.errors import IpexAotError, RecipeError, ScanError, ToolchainError, UsageError
+from ipex_aot.fsutil import read_json, sha256_file, write_json
 from ipex_aot.generation import generation_order, is_generation
 from ipex_aot.intelgt import EM_INTELGT, compat_note
+from ipex_aot.ocloc import find_ocloc
 from ipex_aot.platforms import host_platform
 from ipex_aot.recipe import PLATFORMS, Recipe, load_recipe, recipe_name
 from ipex_aot.settings import Settings
@@ -209,7 +211,6 @@ _SIGNATURE_KERNEL = "kernel void k(global int *a) { a[get_global_id(0)] = 1; }\n
 
 def build_signatures(settings: Settings) -> Signatures:
     """Compile one kernel for every generation the local ocloc knows (two calls: zebin and patch tokens)."""
-    from ipex_aot.ocloc import find_ocloc
 
     ocloc = find_ocloc(settings)
     gens: set[str] = set()
@@ -255,8 +256,6 @@ def _ocloc_checked(ocloc: Any, args: list[str], cwd: Path, out: Path) -> None:
 
 def load_signatures(settings: Settings) -> Signatures:
     """:func:`build_signatures`, cached in ``settings.cache_dir`` per ocloc version."""
-    from ipex_aot.fsutil import read_json, write_json
-    from ipex_aot.ocloc import find_ocloc
 
     ocloc = find_ocloc(settings)
     cache = settings.cache_dir / "scan" / f"signatures-{re.sub(r'[^0-9A-Za-z_.-]', '_', ocloc.version)}.json"
@@ -1004,7 +1003,6 @@ def verify_dist(recipe: str, settings: Settings) -> list[tuple[str, str, ScanRes
 
 def verify_archive(archive: Path, settings: Settings) -> list[tuple[str, str, ScanResult]]:
     """Every folder of a packed archive: its file matches the manifest and holds its own generation."""
-    from ipex_aot.fsutil import sha256_file
 
     manifest = archive_mod.read_manifest(archive)
     checked = []
