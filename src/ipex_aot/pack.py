@@ -393,6 +393,8 @@ def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str
                 archive.writef(f, folder.entry)
             progress(folder.size)
         # py7zr stamps writef() entries with "now"; the header is written on close, so fix them here.
+        # Its public way to set a time, write(path), takes the time and mode from the file itself: the library
+        # would have to be copied (gigabytes) to get a fixed time without touching the user's file.
         for info in archive.header.files_info.files:
             info["lastwritetime"] = stamp
             info["creationtime"] = stamp
