@@ -49,21 +49,19 @@ def info(message: str) -> None:
     print(_safe(message), file=_stream(), flush=True)
 
 
-def warn(message: str) -> None:
+def _annotated(kind: str, message: str) -> None:
     message = _safe(message)
-    if _github:
-        print(f"::warning::{_escape(message)}", file=_stream(), flush=True)
-    else:
-        print(f"warning: {message}", file=_stream(), flush=True)
+    line = f"::{kind}::{_escape(message)}" if _github else f"{kind}: {message}"
+    print(line, file=_stream(), flush=True)
+
+
+def warn(message: str) -> None:
+    _annotated("warning", message)
 
 
 def error(message: str) -> None:
     """The one line of a failed command: ``error: …``, an ``::error::`` annotation under GitHub Actions."""
-    message = _safe(message)
-    if _github:
-        print(f"::error::{_escape(message)}", file=_stream(), flush=True)
-    else:
-        print(f"error: {message}", file=_stream(), flush=True)
+    _annotated("error", message)
 
 
 class StepOutcome:
