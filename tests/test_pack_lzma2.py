@@ -156,3 +156,37 @@ def test_a_failing_piece_stops_the_others_and_leaves_no_files(tmp_path):
         lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=1 << 20, preset=1), tmp_path / "out",
                               workers=2, pieces=3)
     assert not list(tmp_path.glob("out*"))
+
+
+def test_memory_budget_bounds_concurrent_encoders_and_never_the_bytes(tmp_path):
+    """Pieces run side by side only while their encoders fit the budget; the stream is the same either way."""
+    paths = _files(tmp_path, sizes=(3 << 20, 3 << 20, 2 << 20))
+    source = lzma2.Source(paths)
+    opts = lzma2.Lzma2Options(dict_size=4 << 20, preset=6)
+    one_encoder = opts.memusage()
+    tight = lzma2.encode_parallel(source, opts, tmp_path / "tight", workers=3, pieces=4, memory=one_encoder)
+    assert tight.concurrent == 1  # a budget of one encoder runs them one by one
+    roomy = lzma2.encode_parallel(source, opts, tmp_path / "roomy", workers=3, pieces=4, memory=8 * one_encoder)
+    assert 1 <= roomy.concurrent <= 3
+    assert (tmp_path / "tight").read_bytes() == (tmp_path / "roomy").read_bytes()
+    assert [s.start for s in tight.stats] == [a for a, _ in tight.pieces]
+    assert all(s.packed > 0 and s.seconds >= s.prime_seconds >= 0 for s in tight.stats)
+    assert sum(s.packed for s in tight.stats) == tight.packed_size
+    assert tight.stats[0].prime_seconds == 0 or tight.stats[0].start == 0
+
+
+def test_cost_model_weighs_first_seen_data_by_its_kind(tmp_path):
+    """Repeated blocks are cheap, and new data that compresses well is cheaper than new data that does not."""
+    rng = random.Random(3)
+    text = b"".join(rng.choice([b"mov rax, rbx; ", b"call 0x%x; " % rng.randrange(1 << 20)]) for _ in range(120000))
+    noise = rng.randbytes(len(text))
+    (tmp_path / "a").write_bytes(text[: 1 << 20] + noise[: 1 << 20])
+    (tmp_path / "b").write_bytes(text[: 1 << 20] + noise[: 1 << 20])  # all of it repeats a
+    costs = lzma2.estimate_costs([tmp_path / "a", tmp_path / "b"], jobs=2)
+    mb = 1 << 20
+    cost_text, cost_noise = costs.at(mb), costs.at(2 * mb) - costs.at(mb)
+    cost_repeat = costs.at(4 * mb) - costs.at(2 * mb)
+    assert cost_text < cost_noise  # same size, compressible data costs less to encode
+    assert cost_repeat < 0.2 * cost_text
+    assert costs.new_bytes == 2 * mb
+    assert costs == lzma2.estimate_costs([tmp_path / "a", tmp_path / "b"], jobs=1)  # threads never change it

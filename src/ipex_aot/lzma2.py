@@ -28,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import ctypes.util
+import lzma
 import os
 import threading
 import time
@@ -238,23 +239,33 @@ class Source:
 
 #: Pieces are never cut smaller than this.
 MIN_PIECE = 64 << 10
-#: Cost of digesting one preset byte relative to encoding one new byte (hc4, measured ~1/25).
-PRIME_COST = 0.04
-#: Cost of encoding a byte that repeats earlier data (long matches), relative to a new one.
-REPEAT_COST = 0.05
+# The cost model, in seconds per MB of one core at preset 9 with hc4 (a 2-core Debian VM, 2026-12-03;
+# benchmarks/bench_pack.py prints each piece's measured seconds beside the model's, so a drift shows):
+#: new data: NEW_BASE + NEW_SLOPE * r, r = what LZMA preset 0 makes of a MiB of it (native GPU code
+#: r 0.065: 0.14 s/MB; x86 code, relocations, SPIR-V r 0.13-0.20: 0.45-0.56 s/MB).
+NEW_BASE, NEW_SLOPE = 0.028, 2.6
+#: data whose 4 KiB blocks occurred earlier in the window: long matches, the encoder mostly skips.
+REPEAT_COST = 0.02
+#: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains).
+PRIME_COST = 0.03
+#: the stretch of the stream one sample speaks for.
+SAMPLE_EVERY = _IO_CHUNK
+SAMPLE_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
 class CostMap:
-    """Estimated encoding cost of the stream, per ``block`` bytes (1.0 = a byte of new data)."""
+    """Estimated encoding seconds of the stream, per ``block`` bytes (see NEW_BASE and REPEAT_COST)."""
 
     block: int
     cumulative: list[float]  # cumulative[i] = cost of blocks [0, i)
+    new_bytes: int = 0  # bytes whose blocks did not occur earlier (first-seen data)
 
     @classmethod
     def uniform(cls, total: int, block: int = 1 << 20) -> CostMap:
         n = -(-total // block)
-        return cls(block, [float(min(i * block, total)) for i in range(n + 1)])
+        rate = (NEW_BASE + NEW_SLOPE * 0.15) / 1e6
+        return cls(block, [min(i * block, total) * rate for i in range(n + 1)], total)
 
     def at(self, pos: int) -> float:
         """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
@@ -262,6 +273,10 @@ class CostMap:
         if i + 1 >= len(self.cumulative):
             return self.cumulative[-1]
         return self.cumulative[i] + (self.cumulative[i + 1] - self.cumulative[i]) * rest / self.block
+
+    def piece(self, start: int, end: int, dict_size: int) -> float:
+        """Estimated seconds of the piece ``[start, end)``: its preset, then its bytes."""
+        return PRIME_COST * min(start, dict_size) / 1e6 + self.at(end) - self.at(start)
 
 
 def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None = None) -> list[tuple[int, int]]:
@@ -280,20 +295,18 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
     step = ALIGN * max(1, costs.block // ALIGN // 64)
 
     def piece_end(start: int, target: float) -> int:
-        budget = target - PRIME_COST * min(start, dict_size) * (costs.at(total) / max(total, 1))
         lo, hi = start + step, total  # every piece takes at least one step
         if lo >= hi:
             return total
-        base = costs.at(start)
         while hi - lo > step:
             mid = (lo + hi) // 2 // step * step
             if mid <= lo:
                 break
-            if costs.at(mid) - base <= budget:
+            if costs.piece(start, mid, dict_size) <= target:
                 lo = mid
             else:
                 hi = mid
-        return lo if costs.at(hi) - base > budget else hi
+        return lo if costs.piece(start, hi, dict_size) > target else hi
 
     def plan(target: float) -> list[int]:
         bounds = [0]
@@ -301,7 +314,7 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
             bounds.append(min(piece_end(bounds[-1], target), total))
         return bounds
 
-    lo, hi = 0.0, costs.at(total) * (1 + PRIME_COST) + 1
+    lo, hi = 0.0, costs.piece(0, total, dict_size) + PRIME_COST * dict_size / 1e6 + 1
     for _ in range(50):
         mid = (lo + hi) / 2
         if plan(mid)[-1] >= total and len(plan(mid)) - 1 <= pieces:
@@ -313,34 +326,62 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096) -> CostMap:
-    """Guess where the new data is: a block seen earlier in the stream costs little.
+def _sample_rate(sample: bytes) -> float:
+    """Seconds per MB of new data like ``sample``, from what the cheapest LZMA makes of it."""
+    if not sample:
+        return 0.0
+    packed = lzma.compress(sample, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 0}])
+    return NEW_BASE + NEW_SLOPE * len(packed) / len(sample)
+
+
+def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, jobs: int = 1) -> CostMap:
+    """Where the new data is, and how costly it is to encode: a deterministic model of the encoder's time.
 
     Per-generation builds share host code and SPIR-V byte for byte, so their
-    blocks repeat blocks of the previous library; device images do not. Block
-    digests of the two previous files are kept (a few MB per GB of input).
+    blocks repeat blocks of the previous library and cost little; device
+    images do not. Block digests of the two previous files are kept (a few
+    MB per GB of input). New data costs what its kind costs: each 8 MiB
+    stretch's new blocks are weighed by LZMA preset 0 on up to 1 MiB of them
+    (about 1/8 of the new bytes, compressed on ``jobs`` threads). Only the
+    input's bytes decide the result, never timing.
     """
-    cumulative = [0.0]
+    new_counts: list[int] = []  # per 4 KiB block: 1 new, 0 repeat, in stream order
+    samples: list[bytes] = []  # per stretch
+    stretch_of: list[int] = []  # per block: index of its stretch
     seen: list[set[int]] = []
     tail = b""
+    tail_len: list[int] = []
     for path in paths:
         mine: set[int] = set()
         with open(path, "rb") as f:
-            while chunk := f.read(_IO_CHUNK):
+            while chunk := f.read(SAMPLE_EVERY):
                 data = tail + chunk
                 usable = len(data) // block * block
                 view = memoryview(data)
+                fresh = []
                 for off in range(0, usable, block):
                     piece = view[off : off + block]
                     digest = zlib.crc32(piece) | zlib.adler32(piece) << 32
                     repeat = digest in mine or any(digest in s for s in seen)
                     mine.add(digest)
-                    cumulative.append(cumulative[-1] + block * (REPEAT_COST if repeat else 1.0))
+                    new_counts.append(0 if repeat else 1)
+                    stretch_of.append(len(samples))
+                    if not repeat and len(fresh) * block < SAMPLE_SIZE:
+                        fresh.append(piece)
+                samples.append(b"".join(fresh))
                 tail = bytes(view[usable:])
         seen = (seen + [mine])[-2:]
     if tail:
-        cumulative.append(cumulative[-1] + len(tail))
-    return CostMap(block, cumulative)
+        tail_len.append(len(tail))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # lzma releases the GIL
+        rates = list(pool.map(_sample_rate, samples))
+    cumulative = [0.0]
+    for is_new, stretch in zip(new_counts, stretch_of, strict=True):
+        rate = rates[stretch] if is_new else REPEAT_COST
+        cumulative.append(cumulative[-1] + block * rate / 1e6)
+    for n in tail_len:
+        cumulative.append(cumulative[-1] + n * (NEW_BASE + NEW_SLOPE * 0.15) / 1e6)
+    return CostMap(block, cumulative, sum(new_counts) * block + sum(tail_len))
 
 
 def _check(ret: int, what: str) -> None:
@@ -358,6 +399,7 @@ def encode_piece(
     *,
     last: bool,
     cancel: threading.Event | None = None,
+    on_primed: Callable[[], object] | None = None,
 ) -> int:
     """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
 
@@ -379,6 +421,8 @@ def encode_piece(
     strm = _Stream()
     _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
     del preset  # liblzma copied it into its window during setup
+    if on_primed is not None:
+        on_primed()
     outbuf = ctypes.create_string_buffer(_IO_CHUNK)
     inbuf = bytearray(_IO_CHUNK)
     inview = memoryview(inbuf)
@@ -423,11 +467,40 @@ def encode_piece(
 
 
 @dataclass(frozen=True)
+class PieceStats:
+    """What one piece took: its bounds, its packed bytes, measured and modelled seconds."""
+
+    start: int
+    end: int
+    packed: int
+    seconds: float  # preset included
+    prime_seconds: float  # digesting the preset alone
+    model: float  # CostMap.piece's estimate
+    memory: int  # liblzma's estimate of its encoder
+
+    def describe(self) -> str:
+        return (f"{(self.end - self.start) / 1e6:.0f} MB -> {self.packed / 1e6:.2f} MB in {self.seconds:.1f} s "
+                f"(preset {self.prime_seconds:.1f} s, model {self.model:.0f} s)")
+
+
+@dataclass(frozen=True)
 class EncodeResult:
     packed_size: int
     unpacked_size: int
     pieces: list[tuple[int, int]]
     seconds: list[float] = field(default_factory=list)  # per piece, preset included
+    stats: list[PieceStats] = field(default_factory=list)
+    #: most encoders that ran at once
+    concurrent: int = 1
+
+
+def piece_window(options: Lzma2Options, start: int, end: int) -> int:
+    """The window a piece's encoder needs: its preset plus itself, at most the dictionary.
+
+    A piece cannot reach back past its preset, so a smaller window gives the
+    same bytes with far less memory for the early pieces.
+    """
+    return min(options.dict_size, max(1 << 16, -(-(min(start, options.dict_size) + end - start) // ALIGN) * ALIGN))
 
 
 def encode_parallel(
@@ -439,40 +512,63 @@ def encode_parallel(
     pieces: int | None = None,
     costs: CostMap | None = None,
     progress: Callable[[int], None] | None = None,
+    memory: int | None = None,
 ) -> EncodeResult:
-    """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` using ``workers`` threads.
+    """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` on up to ``workers`` threads.
 
-    Each piece goes to a temporary file beside ``out_path`` and the pieces
-    are joined in order, so memory holds at most ``workers`` encoders.
+    Pieces start in stream order, each as soon as a worker is free and its
+    encoder fits in ``memory`` beside the running ones (one always runs), so a
+    small budget runs them one by one and a large one side by side; the
+    bytes never depend on either. Each piece goes to a temporary file beside
+    ``out_path`` and the pieces are joined in order.
     """
     dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
     options = replace(options, dict_size=max(dict_size, 1 << 16))
     bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs)
+    windows = [piece_window(options, a, b) for a, b in bounds]
+    needs = [replace(options, dict_size=w).memusage() for w in windows]
     lock = threading.Lock()
+    room = threading.Condition(lock)
+    state = {"memory": 0, "running": 0, "most": 0}
+    budget = memory if memory is not None else sum(needs)
 
     def tick(n: int) -> None:
         if progress:
             with lock:
                 progress(n)
 
-    seconds = [0.0] * len(bounds)
+    stats: list[PieceStats | None] = [None] * len(bounds)
     cancel = threading.Event()  # set on the first failure or Ctrl-C, so the other pieces stop within a chunk
 
     def run(i: int) -> Path:
         start, end = bounds[i]
+        with room:  # wait until this encoder fits beside the running ones
+            while state["running"] and state["memory"] + needs[i] > budget and not cancel.is_set():
+                room.wait(0.5)
+            state["memory"] += needs[i]
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
         part = out_path.with_name(f"{out_path.name}.piece{i}")
         began = time.monotonic()
-        # A piece cannot reach back past its preset, so its encoder needs no larger window than
-        # preset + piece: same output, far less memory for early pieces.
-        window = min(options.dict_size, max(1 << 16, -(-(min(start, options.dict_size) + end - start) // ALIGN) * ALIGN))
+        primed: list[float] = []
         try:
+            if cancel.is_set():
+                raise ArchiveError("packing was cancelled")
             with open(part, "wb") as f:
-                encode_piece(source, start, end, replace(options, dict_size=window), f.write, tick,
-                             last=i == len(bounds) - 1, cancel=cancel)
+                packed = encode_piece(source, start, end, replace(options, dict_size=windows[i]), f.write, tick,
+                                      last=i == len(bounds) - 1, cancel=cancel,
+                                      on_primed=lambda: primed.append(time.monotonic() - began))
         except BaseException:
             cancel.set()
             raise
-        seconds[i] = time.monotonic() - began
+        finally:
+            with room:
+                state["memory"] -= needs[i]
+                state["running"] -= 1
+                room.notify_all()
+        model = costs.piece(start, end, options.dict_size) if costs else 0.0
+        stats[i] = PieceStats(start, end, packed, time.monotonic() - began, primed[0] if primed else 0.0,
+                              model, needs[i])
         return part
 
     parts: list[Path] = []
@@ -480,6 +576,7 @@ def encode_parallel(
         if source.size == 0:
             out_path.write_bytes(b"\x00")
             return EncodeResult(1, 0, [])
+        # In-order start matters: the pool hands pieces out in submission order, and run() waits for memory.
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(run, i) for i in range(len(bounds))]
             try:
@@ -503,7 +600,9 @@ def encode_parallel(
                 with open(part, "rb") as piece:
                     while chunk := piece.read(_IO_CHUNK):
                         out.write(chunk)
-        return EncodeResult(out_path.stat().st_size, source.size, bounds, seconds)
+        done = [s for s in stats if s is not None]
+        return EncodeResult(out_path.stat().st_size, source.size, bounds, [s.seconds for s in done], done,
+                            state["most"])
     finally:
         for i in range(len(bounds)):
             out_path.with_name(f"{out_path.name}.piece{i}").unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -96,6 +97,8 @@ class PackResult:
     engine: str
     workers: int
     pieces: list[tuple[int, int]] = field(default_factory=list)
+    #: the parallel engine's per-piece figures (lzma2.PieceStats as dicts)
+    piece_stats: list[dict] = field(default_factory=list)
     #: ``<archive>.minisig`` when a signing key was given.
     signature: Path | None = None
 
@@ -348,36 +351,39 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
 
 
 def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
-                    mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list[tuple[int, int]]]:
+                    mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list[tuple[int, int]], list[dict]]:
     from ipex_aot import lzma2, sevenz
 
     source = lzma2.Source([f.library for f in folders])
-    workers, per = plan_workers(source.size, dict_size, opts)
-    costs = lzma2.estimate_costs(source.paths) if opts.pieces > 1 else None
-    log.info(f"parallel LZMA2: {workers} worker(s), dictionary {dict_size >> 20} MiB, "
-             f"match finder {opts.mf}, about {per / 2**30:.1f} GiB per worker")
+    _, per = plan_workers(source.size, dict_size, opts)  # warns when one encoder is over --memory
+    costs = lzma2.estimate_costs(source.paths, jobs=opts.jobs) if opts.pieces > 1 else None
+    if costs is not None:
+        log.info(f"plan: {costs.new_bytes / 1e6:.0f} MB first-seen, {(source.size - costs.new_bytes) / 1e6:.0f} MB "
+                 f"repeated; about {costs.at(source.size):.0f} s of encoding on one core")
+    log.info(f"parallel LZMA2: up to {opts.jobs} worker(s) within {opts.memory / 2**30:.1f} GiB, dictionary "
+             f"{dict_size >> 20} MiB, match finder {opts.mf}, at most {per / 2**30:.1f} GiB per encoder")
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
         result = lzma2.encode_parallel(
             source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf), stream,
-            workers=workers, pieces=opts.pieces, costs=costs, progress=progress,
+            workers=opts.jobs, pieces=opts.pieces, costs=costs, progress=progress, memory=opts.memory,
         )
         if len(result.pieces) > 1:
-            log.info("pieces: " + ", ".join(f"{(b - a) / 1e6:.0f} MB in {t:.1f} s"
-                                             for (a, b), t in zip(result.pieces, result.seconds, strict=True)))
+            log.info("pieces: " + "; ".join(s.describe() for s in result.stats)
+                     + f"; at most {result.concurrent} at once")
         small_packed, small_prop, small_entries = _small_folder(small)
         big = sevenz.Folder(result.packed_size, lzma2.dict_size_property(dict_size),
                             [sevenz.Entry(f.entry, size=f.size, crc32=f.crc32) for f in folders])
         head = sevenz.Folder(len(small_packed), small_prop, small_entries)
         with open(tmp, "wb") as out, open(stream, "rb") as s:
             sevenz.write_archive(out, [io.BytesIO(small_packed), s], [head, big], [f.generation for f in folders], mtime)
-        return workers, result.pieces
+        return result.concurrent, result.pieces, [dataclasses.asdict(st) for st in result.stats]
     finally:
         stream.unlink(missing_ok=True)
 
 
 def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
-                 mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list]:
+                 mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list, list]:
     import py7zr
     from py7zr.helpers import ArchiveTimestamp
 
@@ -399,11 +405,11 @@ def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str
             info["lastwritetime"] = stamp
             info["creationtime"] = stamp
             info["lastaccesstime"] = stamp
-    return 1, []
+    return 1, [], []
 
 
 def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
-               mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list]:
+               mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list, list]:
     exe = find_7zip(opts.sevenzip)
     if exe is None:
         raise ToolchainError("7zz/7z not found on PATH (or IPEX_AOT_7Z); install 7zip or use --engine parallel")
@@ -428,7 +434,7 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
         if run.returncode != 0:
             raise ArchiveError(f"{Path(exe).name} failed (exit {run.returncode}: {tool_message(run.stderr + run.stdout)})")
     progress(sum(f.size for f in folders))
-    return workers, []
+    return workers, [], []
 
 
 def _archive_lock(archive: Path) -> Any:
@@ -573,7 +579,8 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     try:
         with log.step(f"pack {len(folders)} folder(s), {total / 1e6:.0f} MB, engine {opts.engine}"):
             tmp.unlink()  # 7-Zip refuses to add to an empty non-archive file
-            workers, pieces = _WRITERS[opts.engine](tmp, folders, list(small.items()), dict_size, mtime, opts, advance)
+            workers, pieces, piece_stats = _WRITERS[opts.engine](tmp, folders, list(small.items()), dict_size, mtime,
+                                                                 opts, advance)
         with log.step(f"check {archive.name} by reading it back"):
             verify_archive(tmp, manifest, small)
         signature_path = archive.with_name(archive.name + SIG_SUFFIX)
@@ -595,7 +602,7 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     write_text(archive.parent / "SUPPORT.md", small["SUPPORT.md"].decode())
     size = archive.stat().st_size
     log.info(f"{archive}: {size / 1e6:.1f} MB from {total / 1e6:.1f} MB ({len(folders)} folders)")
-    return PackResult(archive, manifest, size, total, time.monotonic() - start, opts.engine, workers, pieces,
+    return PackResult(archive, manifest, size, total, time.monotonic() - start, opts.engine, workers, pieces, piece_stats,
                       signature_path if signature is not None else None)
 
 
