@@ -12,7 +12,7 @@ In one run, on the same inputs, it measures:
     (bt4), and the same with ``mf=hc4`` (the match finder ``pack`` uses by default), so
     the time ratio does not mix the match finder with the parallel design;
   * ``ipex-aot pack`` (parallel engine) with 1 worker and the default memory budget, and
-    with 2 workers and ``--memory-2`` (default 22 GiB: two full-window encoders);
+    with 2 workers and ``--memory-2`` (default 22.5 GiB: two full-window encoders and a preset);
   * for each archive: size, wall and CPU seconds, peak RSS of the process tree (sampled
     from /proc every 0.1 s), and ``pack``'s per-piece sizes and seconds;
   * extraction of the first and the last folder with ``7zz x`` and with py7zr, from
@@ -92,9 +92,12 @@ def measure(cmd: list[str], *, env: dict | None = None, cwd: str | None = None) 
             sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{log[-2000:]}")
     result = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
               "peak_rss_gb": round(peak[0] / 1e9, 2), "load": [round(x, 2) for x in os.getloadavg()]}
-    steps = [line for line in log.splitlines() if line.startswith(("<== ", "pieces:", "parallel LZMA2", "plan:"))]
+    steps = [line for line in log.splitlines() if line.startswith(("<== ", "parallel LZMA2", "plan:"))]
     if steps:
         result["log"] = steps
+    for line in log.splitlines():
+        if line.startswith("stats: "):
+            result.update(json.loads(line[len("stats: "):]))
     return result
 
 
@@ -152,13 +155,14 @@ def sha256(path: Path) -> str:
 
 
 PACK = """
-import sys
+import json, sys
 from ipex_aot import pack
 from ipex_aot.settings import Settings
 s = Settings.from_env({"IPEX_AOT_DIST": sys.argv[1], "MAX_JOBS": sys.argv[2]})
 # No device database and no scan here: only packing is timed (scan has its own benchmark).
-pack.pack("bench", s, options=pack.PackOptions(engine="parallel", jobs=int(sys.argv[2]), memory=int(sys.argv[3])),
-          check_generation=False)
+r = pack.pack("bench", s, options=pack.PackOptions(engine="parallel", jobs=int(sys.argv[2]), memory=int(sys.argv[3])),
+              check_generation=False)
+print("stats: " + json.dumps({"concurrent": r.workers, "pieces": r.piece_stats}), file=sys.stderr)
 """
 
 PY7ZR_EXTRACT = """
@@ -225,7 +229,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="MB per library; 0 (default) = whole libraries")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed afterwards)")
     ap.add_argument("--memory", type=int, default=11 << 30, help="budget of the 1-worker run (default: pack's, 11 GiB)")
-    ap.add_argument("--memory-2", type=int, default=22 << 30, help="budget of the 2-worker run (default 22 GiB)")
+    ap.add_argument("--memory-2", type=int, default=45 << 29,
+                    help="budget of the 2-worker run (default 22.5 GiB: two 1.5 GiB-window encoders and one preset)")
     ap.add_argument("--skip-7zz", action="store_true", help="do not run the 7-Zip references (no ratios)")
     ap.add_argument("--skip-hc4", action="store_true", help="do not run the 7-Zip hc4 reference")
     ap.add_argument("--skip-1", action="store_true", help="do not run the 1-worker pack")
@@ -251,6 +256,25 @@ def main() -> None:
         results["generations"] = gens
         print(f"inputs: {len(gens)} libraries, {total / 1e6:.0f} MB ({args.limit or 'whole'} MB each)", flush=True)
         archives: dict[str, Path] = {}
+
+        def save() -> None:  # after every phase, so a late failure keeps the figures already measured
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        ours = bench / "bench-AOT.7z"
+        runs = [("ours_2", 2, args.memory_2)] + ([] if args.skip_1 else [("ours_1", 1, args.memory)])
+        digests = {}
+        for key, workers, memory in runs:
+            r = measure([sys.executable, "-c", PACK, str(work / "dist"), str(workers), str(memory)], env=env)
+            r["size"] = ours.stat().st_size
+            results[key] = r
+            digests[key] = sha256(ours)
+            print(f"ipex-aot pack, {workers} worker(s), memory {memory / 2**30:.1f} GiB: {r}", flush=True)
+            save()
+        if len(set(digests.values())) > 1:
+            sys.exit(f"the 1- and 2-worker archives differ: {digests}")
         if not args.skip_7zz:
             refs = [("7zz_best", SEVENZIP_BEST)] + ([] if args.skip_hc4 else [("7zz_hc4", SEVENZIP_HC4)])
             for key, flags in refs:
@@ -260,18 +284,7 @@ def main() -> None:
                 results[key] = r
                 archives[key] = path
                 print(f"{key} (7zz a {' '.join(flags)}): {r}", flush=True)
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-        ours = bench / "bench-AOT.7z"
-        runs = ([] if args.skip_1 else [("ours_1", 1, args.memory)]) + [("ours_2", 2, args.memory_2)]
-        digests = {}
-        for key, workers, memory in runs:
-            r = measure([sys.executable, "-c", PACK, str(work / "dist"), str(workers), str(memory)], env=env)
-            r["size"] = ours.stat().st_size
-            results[key] = r
-            digests[key] = sha256(ours)
-            print(f"ipex-aot pack, {workers} worker(s), memory {memory / 2**30:.0f} GiB: {r}", flush=True)
-        if len(set(digests.values())) > 1:
-            sys.exit(f"the 1- and 2-worker archives differ: {digests}")
+                save()
         results["identical_for_any_worker_count"] = len(digests) > 1
         archives["ours"] = ours
         subprocess.run([sevenzz, "t", str(ours)], check=True, stdout=subprocess.DEVNULL)
@@ -294,11 +307,9 @@ def main() -> None:
         if "ours_1" in results and "ours_2" in results:
             results["speedup_2_vs_1"] = ratio(results["ours_1"]["wall_s"], results["ours_2"]["wall_s"])
         results["goals"] = verdicts(results)
+        save()
         print(json.dumps(results, indent=2))
         print("\n".join(results["goals"]))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

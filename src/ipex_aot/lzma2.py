@@ -26,6 +26,7 @@ Two details keep the pieces exact:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
 import lzma
@@ -245,9 +246,9 @@ MIN_PIECE = 64 << 10
 #: r 0.065: 0.14 s/MB; x86 code, relocations, SPIR-V r 0.13-0.20: 0.45-0.56 s/MB).
 NEW_BASE, NEW_SLOPE = 0.028, 2.6
 #: data whose 4 KiB blocks occurred earlier in the window: long matches, the encoder mostly skips.
-REPEAT_COST = 0.02
-#: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains).
-PRIME_COST = 0.03
+REPEAT_COST = 0.05
+#: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains; 1.4 GB took 55 s).
+PRIME_COST = 0.04
 #: the stretch of the stream one sample speaks for.
 SAMPLE_EVERY = _IO_CHUNK
 SAMPLE_SIZE = 1 << 20
@@ -358,7 +359,7 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
                 data = tail + chunk
                 usable = len(data) // block * block
                 view = memoryview(data)
-                fresh = []
+                fresh: list[memoryview] = []
                 for off in range(0, usable, block):
                     piece = view[off : off + block]
                     digest = zlib.crc32(piece) | zlib.adler32(piece) << 32
@@ -400,6 +401,7 @@ def encode_piece(
     last: bool,
     cancel: threading.Event | None = None,
     on_primed: Callable[[], object] | None = None,
+    priming: threading.Lock | None = None,
 ) -> int:
     """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
 
@@ -411,16 +413,17 @@ def encode_piece(
     lib = liblzma()
     opts = options._struct()
     preset_len = min(start, options.dict_size)
-    preset = None
-    if preset_len:
-        preset = bytearray(preset_len)
-        source.read_into(start - preset_len, memoryview(preset))
-        opts.preset_dict = ctypes.addressof((ctypes.c_char * preset_len).from_buffer(preset))
-        opts.preset_dict_size = preset_len
     filters = (_Filter * 2)(_Filter(FILTER_LZMA2, ctypes.addressof(opts)), _Filter(2**64 - 1, None))
     strm = _Stream()
-    _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
-    del preset  # liblzma copied it into its window during setup
+    with priming or contextlib.nullcontext():  # one preset copy in memory at a time
+        preset = None
+        if preset_len:
+            preset = bytearray(preset_len)
+            source.read_into(start - preset_len, memoryview(preset))
+            opts.preset_dict = ctypes.addressof((ctypes.c_char * preset_len).from_buffer(preset))
+            opts.preset_dict_size = preset_len
+        _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
+        del preset  # liblzma copied it into its window during setup
     if on_primed is not None:
         on_primed()
     outbuf = ctypes.create_string_buffer(_IO_CHUNK)
@@ -527,10 +530,14 @@ def encode_parallel(
     bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs)
     windows = [piece_window(options, a, b) for a, b in bounds]
     needs = [replace(options, dict_size=w).memusage() for w in windows]
+    # A piece's preset is copied into its encoder's window while the encoder starts; presets are read one
+    # at a time (priming), so the budget keeps room for one beside the running encoders.
+    transient = max((min(a, options.dict_size) for a, _ in bounds), default=0)
     lock = threading.Lock()
     room = threading.Condition(lock)
+    priming = threading.Lock()
     state = {"memory": 0, "running": 0, "most": 0}
-    budget = memory if memory is not None else sum(needs)
+    budget = memory if memory is not None else sum(needs) + transient
 
     def tick(n: int) -> None:
         if progress:
@@ -543,7 +550,7 @@ def encode_parallel(
     def run(i: int) -> Path:
         start, end = bounds[i]
         with room:  # wait until this encoder fits beside the running ones
-            while state["running"] and state["memory"] + needs[i] > budget and not cancel.is_set():
+            while state["running"] and state["memory"] + needs[i] + transient > budget and not cancel.is_set():
                 room.wait(0.5)
             state["memory"] += needs[i]
             state["running"] += 1
@@ -556,7 +563,7 @@ def encode_parallel(
                 raise ArchiveError("packing was cancelled")
             with open(part, "wb") as f:
                 packed = encode_piece(source, start, end, replace(options, dict_size=windows[i]), f.write, tick,
-                                      last=i == len(bounds) - 1, cancel=cancel,
+                                      last=i == len(bounds) - 1, cancel=cancel, priming=priming,
                                       on_primed=lambda: primed.append(time.monotonic() - began))
         except BaseException:
             cancel.set()
