@@ -25,6 +25,7 @@ Two details keep the pieces exact:
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import contextlib
 import ctypes
@@ -240,15 +241,20 @@ class Source:
 
 #: Pieces are never cut smaller than this.
 MIN_PIECE = 64 << 10
-# The cost model, in seconds per MB of one core at preset 9 with hc4 (a 2-core Debian VM, 2026-12-03;
-# benchmarks/bench_pack.py prints each piece's measured seconds beside the model's, so a drift shows):
-#: new data: NEW_BASE + NEW_SLOPE * r, r = what LZMA preset 0 makes of a MiB of it (native GPU code
-#: r 0.065: 0.14 s/MB; x86 code, relocations, SPIR-V r 0.13-0.20: 0.45-0.56 s/MB).
+# The cost model, in seconds per MB of one core at preset 9, hc4, nice_len 128 and a 1.5 GiB window, fitted
+# to the six pieces of the full-size benchmark (docs/benchmarks.md, 2026-12-03: within 23% of each piece's
+# measured seconds; bench_pack.py prints both, so a drift shows):
+#: new data: NEW_BASE + NEW_SLOPE * r, r = what LZMA preset 0 makes of a MiB of it (native GPU code r 0.09,
+#: x86 code and relocations r 0.16) ...
 NEW_BASE, NEW_SLOPE = 0.028, 2.6
+#: ... times this in the first file: with nothing like it earlier in the window the encoder weighs every
+#: short match; a later library's new device images mostly extend long matches into the previous one's.
+FIRST_FILE = 2.0
 #: data whose 4 KiB blocks occurred earlier in the window: long matches, the encoder mostly skips.
 REPEAT_COST = 0.05
-#: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains; 1.4 GB took 55 s).
-PRIME_COST = 0.04
+#: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains; measured
+#: 0.036-0.042 s/MB for presets of 0.85-1.5 GB).
+PRIME_COST = 0.038
 #: the stretch of the stream one sample speaks for.
 SAMPLE_EVERY = _IO_CHUNK
 SAMPLE_SIZE = 1 << 20
@@ -256,11 +262,15 @@ SAMPLE_SIZE = 1 << 20
 
 @dataclass(frozen=True)
 class CostMap:
-    """Estimated encoding seconds of the stream, per ``block`` bytes (see NEW_BASE and REPEAT_COST)."""
+    """Estimated encoding seconds of the stream, per block (see NEW_BASE and REPEAT_COST)."""
 
-    block: int
+    block: int  # nominal block size (the split's step)
     cumulative: list[float]  # cumulative[i] = cost of blocks [0, i)
     new_bytes: int = 0  # bytes whose blocks did not occur earlier (first-seen data)
+    #: stream offset where each block ends; empty for a uniform grid of ``block`` bytes. Blocks follow
+    #: each file's own 4 KiB grid (a library's shared code sits at the same offsets as in the previous
+    #: library, not at the same offsets of the stream), so a file's last block may be short.
+    ends: list[int] = field(default_factory=list)
 
     @classmethod
     def uniform(cls, total: int, block: int = 1 << 20) -> CostMap:
@@ -270,6 +280,13 @@ class CostMap:
 
     def at(self, pos: int) -> float:
         """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
+        if self.ends:
+            i = bisect.bisect_right(self.ends, pos)  # blocks wholly before pos
+            if i >= len(self.ends):
+                return self.cumulative[-1]
+            start = self.ends[i - 1] if i else 0
+            share = (pos - start) / (self.ends[i] - start)
+            return self.cumulative[i] + (self.cumulative[i + 1] - self.cumulative[i]) * share
         i, rest = divmod(pos, self.block)
         if i + 1 >= len(self.cumulative):
             return self.cumulative[-1]
@@ -346,43 +363,40 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
     (about 1/8 of the new bytes, compressed on ``jobs`` threads). Only the
     input's bytes decide the result, never timing.
     """
-    new_counts: list[int] = []  # per 4 KiB block: 1 new, 0 repeat, in stream order
+    sizes: list[int] = []  # per block: its bytes (``block``, or less at a file's end)
+    new_flags: list[bool] = []  # per block: first seen
     samples: list[bytes] = []  # per stretch
     stretch_of: list[int] = []  # per block: index of its stretch
     seen: list[set[int]] = []
-    tail = b""
-    tail_len: list[int] = []
-    for path in paths:
+    first_file: list[bool] = []  # per stretch
+    for index, path in enumerate(paths):
         mine: set[int] = set()
         with open(path, "rb") as f:
-            while chunk := f.read(SAMPLE_EVERY):
-                data = tail + chunk
-                usable = len(data) // block * block
-                view = memoryview(data)
+            while chunk := f.read(SAMPLE_EVERY):  # a multiple of block: the grid restarts at each file
+                view = memoryview(chunk)
                 fresh: list[memoryview] = []
-                for off in range(0, usable, block):
+                for off in range(0, len(chunk), block):
                     piece = view[off : off + block]
-                    digest = zlib.crc32(piece) | zlib.adler32(piece) << 32
+                    digest = zlib.crc32(piece) | zlib.adler32(piece) << 32 | len(piece) << 64
                     repeat = digest in mine or any(digest in s for s in seen)
                     mine.add(digest)
-                    new_counts.append(0 if repeat else 1)
+                    sizes.append(len(piece))
+                    new_flags.append(not repeat)
                     stretch_of.append(len(samples))
                     if not repeat and len(fresh) * block < SAMPLE_SIZE:
                         fresh.append(piece)
                 samples.append(b"".join(fresh))
-                tail = bytes(view[usable:])
+                first_file.append(index == 0)
         seen = (seen + [mine])[-2:]
-    if tail:
-        tail_len.append(len(tail))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # lzma releases the GIL
         rates = list(pool.map(_sample_rate, samples))
-    cumulative = [0.0]
-    for is_new, stretch in zip(new_counts, stretch_of, strict=True):
-        rate = rates[stretch] if is_new else REPEAT_COST
-        cumulative.append(cumulative[-1] + block * rate / 1e6)
-    for n in tail_len:
-        cumulative.append(cumulative[-1] + n * (NEW_BASE + NEW_SLOPE * 0.15) / 1e6)
-    return CostMap(block, cumulative, sum(new_counts) * block + sum(tail_len))
+    cumulative, ends, pos = [0.0], [], 0
+    for size, is_new, stretch in zip(sizes, new_flags, stretch_of, strict=True):
+        rate = rates[stretch] * (FIRST_FILE if first_file[stretch] else 1.0) if is_new else REPEAT_COST
+        cumulative.append(cumulative[-1] + size * rate / 1e6)
+        pos += size
+        ends.append(pos)
+    return CostMap(block, cumulative, sum(n for n, new in zip(sizes, new_flags, strict=True) if new), ends)
 
 
 def _check(ret: int, what: str) -> None:
