@@ -13,7 +13,8 @@ ordered by generation so that related device images sit next to each other.
 The default engine encodes consecutive pieces of that stream on every core
 (:mod:`ipex_aot.lzma2`) and lays out the container itself
 (:mod:`ipex_aot.sevenz`); ``--engine 7zz`` hands the work to 7-Zip and
-``--engine py7zr`` is the pure-Python path that always works.
+``--engine python`` (earlier ``py7zr``) encodes the same stream on one core with
+Python's own lzma module, the path that works wherever Python does.
 
 The manifest and support table sit in a small folder of their own at the
 front of the archive, so readers get them without decoding gigabytes.
@@ -62,7 +63,7 @@ from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
 from ipex_aot.untrusted import loads_json, tool_message
 
-ENGINES = ("parallel", "7zz", "py7zr")
+ENGINES = ("parallel", "7zz", "python")
 #: The fixed time of every entry when no build.json says when it finished.
 EPOCH_FALLBACK = 946684800  # 2000-01-01T00:00:00Z
 #: Default memory budget for the encoders; workers are dropped until it fits.
@@ -304,7 +305,7 @@ def choose_engine(sevenzip: str | None = None) -> tuple[str, str]:
     seven = find_7zip(sevenzip)
     if seven:
         return "7zz", f"no liblzma to load on this platform; 7-Zip is {seven}"
-    return "py7zr", "no liblzma to load and no 7-Zip command line on this platform"
+    return "python", "no liblzma to load and no 7-Zip command line on this platform: Python's lzma module, one core"
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
 
 def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
                     mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list[tuple[int, int]], list[dict]]:
-    from ipex_aot import lzma2, sevenz
+    from ipex_aot import lzma2
 
     source = lzma2.Source([f.library for f in folders])
     _, per = plan_workers(source.size, dict_size, opts)  # warns when one encoder is over --memory
@@ -382,40 +383,44 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
         if len(result.pieces) > 1:
             log.info("pieces: " + "; ".join(s.describe() for s in result.stats)
                      + f"; at most {result.concurrent} at once")
-        small_packed, small_prop, small_entries = _small_folder(small)
-        big = sevenz.Folder(result.packed_size, lzma2.dict_size_property(dict_size),
-                            [sevenz.Entry(f.entry, size=f.size, crc32=f.crc32) for f in folders])
-        head = sevenz.Folder(len(small_packed), small_prop, small_entries)
-        with open(tmp, "wb") as out, open(stream, "rb") as s:
-            sevenz.write_archive(out, [io.BytesIO(small_packed), s], [head, big], [f.generation for f in folders], mtime)
+        _write_container(tmp, folders, small, dict_size, mtime, stream, result.packed_size)
         return result.concurrent, result.pieces, [dataclasses.asdict(st) for st in result.stats]
     finally:
         stream.unlink(missing_ok=True)
 
 
-def _write_py7zr(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
-                 mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list, list]:
-    import py7zr
-    from py7zr.helpers import ArchiveTimestamp
+def _write_container(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
+                     mtime: int, stream: Path, packed_size: int) -> None:
+    """The 7z archive around one packed LZMA2 stream of the libraries: the small folder first, then it."""
+    from ipex_aot import lzma2, sevenz
 
-    stamp = ArchiveTimestamp.from_datetime(float(mtime))
+    small_packed, small_prop, small_entries = _small_folder(small)
+    big = sevenz.Folder(packed_size, lzma2.dict_size_property(dict_size),
+                        [sevenz.Entry(f.entry, size=f.size, crc32=f.crc32) for f in folders])
+    head = sevenz.Folder(len(small_packed), small_prop, small_entries)
+    with open(tmp, "wb") as out, open(stream, "rb") as s:
+        sevenz.write_archive(out, [io.BytesIO(small_packed), s], [head, big], [f.generation for f in folders], mtime)
+
+
+def _write_python(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
+                  mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list, list]:
+    """One core, Python's own lzma module (its liblzma, also on Windows): the parallel engine's bytes with one piece."""
     plan_workers(sum(f.size for f in folders), dict_size, replace(opts, jobs=1))  # warns when over --memory
-    filters = [{"id": py7zr.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size,
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size,
                 "mf": getattr(lzma, f"MF_{opts.mf.upper()}"), "nice_len": opts.nice_len}]
-    with py7zr.SevenZipFile(tmp, "w", filters=filters) as archive:
-        for name, data in small:
-            archive.writef(io.BytesIO(data), name)
-        for folder in folders:
-            with open(folder.library, "rb") as f:
-                archive.writef(f, folder.entry)
-            progress(folder.size)
-        # py7zr stamps writef() entries with "now"; the header is written on close, so fix them here.
-        # Its public way to set a time, write(path), takes the time and mode from the file itself: the library
-        # would have to be copied (gigabytes) to get a fixed time without touching the user's file.
-        for info in archive.header.files_info.files:
-            info["lastwritetime"] = stamp
-            info["creationtime"] = stamp
-            info["lastaccesstime"] = stamp
+    encoder = lzma.LZMACompressor(format=lzma.FORMAT_RAW, filters=filters)
+    stream = tmp.with_name(tmp.name + ".lzma2")
+    try:
+        with open(stream, "wb") as out:
+            for folder in folders:
+                with open(folder.library, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        out.write(encoder.compress(chunk))
+                        progress(len(chunk))
+            out.write(encoder.flush())
+        _write_container(tmp, folders, small, dict_size, mtime, stream, stream.stat().st_size)
+    finally:
+        stream.unlink(missing_ok=True)
     return 1, [], []
 
 
@@ -474,7 +479,9 @@ def sweep_stale(archive: Path) -> list[Path]:
     return gone
 
 
-_WRITERS = {"parallel": _write_parallel, "py7zr": _write_py7zr, "7zz": _write_7zz}
+_WRITERS = {"parallel": _write_parallel, "python": _write_python, "7zz": _write_7zz}
+#: Earlier name of the python engine (it wrote through py7zr), still accepted.
+ENGINE_ALIASES = {"py7zr": "python"}
 
 
 # --------------------------------------------------------------------------- check
@@ -540,6 +547,7 @@ def pack(recipe: str, settings: Settings, *, options: PackOptions | None = None,
     published under the new name).
     """
     opts = options or PackOptions(jobs=settings.jobs)
+    opts = replace(opts, engine=ENGINE_ALIASES.get(opts.engine, opts.engine))
     if opts.engine == "auto":
         engine, why = choose_engine(opts.sevenzip)
         log.info(f"engine {engine}: {why}")
@@ -630,9 +638,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pack", help="pack a recipe's built generations into one .7z with manifest.json and SUPPORT.md",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("recipe", help="recipes/NAME.yaml or NAME")
-    p.add_argument("--engine", choices=("auto", *ENGINES), default="auto",
-                   help="parallel: liblzma on every core; 7zz: 7-Zip; py7zr: pure Python, one core; "
-                   "auto (default): parallel where liblzma loads (Linux), else 7zz when installed, else py7zr")
+    p.add_argument("--engine", choices=("auto", *ENGINES, *ENGINE_ALIASES), default="auto",
+                   help="parallel: liblzma on every core; 7zz: 7-Zip; python (or py7zr, its earlier name): "
+                   "Python's lzma module, one core; auto (default): parallel where liblzma loads (Linux), "
+                   "else 7zz when installed, else python")
     p.add_argument("--jobs", type=int, help="encoder threads (default MAX_JOBS or every core)")
     p.add_argument("--dict-size", help="LZMA2 dictionary, e.g. 1536m (default: spans the largest library, at most 1.5 GiB)")
     p.add_argument("--memory", default="11g", help="memory budget for the encoders (default 11g): a piece starts when its encoder fits beside the running ones")
