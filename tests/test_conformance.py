@@ -127,7 +127,7 @@ def _xpu_replay(trace: str) -> Options:
 
 
 def test_spirv_program_in_xpu_trace_fails(tmp_path, canary_wheel):
-    """A recorded PI trace with a SPIR-V program build, judged on the XPU path (runner._xpu -> _trace_verdict)."""
+    """A recorded PI trace with a SPIR-V program build, judged on the XPU path (runner._Session._xpu -> _trace_verdict)."""
     make_build(tmp_path / "dist", canary_wheel, "12.55.8")
     (report,) = run_conformance("canary", ["12.55.8"], "xpu", settings_for(tmp_path), _xpu_replay("pi-jit.log"),
                                 probe=recorded("xpu-a770-torch27.json"))

@@ -511,6 +511,15 @@ class EncodeResult:
     concurrent: int = 1
 
 
+@dataclass
+class _Held:
+    """Encoders running now (guarded by encode_parallel's lock): their memory, their count, the most at once."""
+
+    memory: int = 0
+    running: int = 0
+    most: int = 0
+
+
 def piece_window(options: Lzma2Options, start: int, end: int) -> int:
     """The window a piece's encoder needs: its preset plus itself, at most the dictionary.
 
@@ -550,7 +559,7 @@ def encode_parallel(
     lock = threading.Lock()
     room = threading.Condition(lock)
     priming = threading.Lock()
-    state = {"memory": 0, "running": 0, "most": 0}
+    held = _Held()
     budget = memory if memory is not None else sum(needs) + transient
 
     def tick(n: int) -> None:
@@ -564,11 +573,11 @@ def encode_parallel(
     def run(i: int) -> Path:
         start, end = bounds[i]
         with room:  # wait until this encoder fits beside the running ones
-            while state["running"] and state["memory"] + needs[i] + transient > budget and not cancel.is_set():
+            while held.running and held.memory + needs[i] + transient > budget and not cancel.is_set():
                 room.wait(0.5)
-            state["memory"] += needs[i]
-            state["running"] += 1
-            state["most"] = max(state["most"], state["running"])
+            held.memory += needs[i]
+            held.running += 1
+            held.most = max(held.most, held.running)
         part = out_path.with_name(f"{out_path.name}.piece{i}")
         began = time.monotonic()
         primed: list[float] = []
@@ -584,8 +593,8 @@ def encode_parallel(
             raise
         finally:
             with room:
-                state["memory"] -= needs[i]
-                state["running"] -= 1
+                held.memory -= needs[i]
+                held.running -= 1
                 room.notify_all()
         model = costs.piece(start, end, options.dict_size) if costs else 0.0
         stats[i] = PieceStats(start, end, packed, time.monotonic() - began, primed[0] if primed else 0.0,
@@ -623,7 +632,7 @@ def encode_parallel(
                         out.write(chunk)
         done = [s for s in stats if s is not None]
         return EncodeResult(out_path.stat().st_size, source.size, bounds, [s.seconds for s in done], done,
-                            state["most"])
+                            held.most)
     finally:
         for i in range(len(bounds)):
             out_path.with_name(f"{out_path.name}.piece{i}").unlink(missing_ok=True)

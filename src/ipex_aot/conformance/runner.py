@@ -272,8 +272,8 @@ def run_conformance(
     out_dir = root / "conformance"
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ipex-aot-conformance-") as tmp:
-        work = Path(tmp)
-        state: dict[str, Any] = {"logs": out_dir if options.write else None}
+        session = _Session(root, device, options, Path(tmp), out_dir if options.write else None, probe,
+                           lookup or database_lookup(settings))
         for generation in wanted:
             started = time.monotonic()
             record = records[generation]
@@ -286,8 +286,7 @@ def run_conformance(
                 if not report["static"]["ok"]:
                     failures.append(report["static"]["error"])
                 else:
-                    _device_half(report, record, root, library, device, options, work, state, failures, skips,
-                                 probe, lookup or database_lookup(settings))
+                    session.device_half(report, record, library, failures, skips)
                 _finish(report, failures, skips, started)
                 log.info(rep.summary_line(report))
                 outcome.verdict = {"pass": "ok", "skipped": "skipped", "fail": "FAILED"}.get(report["verdict"], "ok")
@@ -301,112 +300,134 @@ def _package_name(record: Mapping[str, Any]) -> str:
     return PurePosixPath(record["artifact"]["install_path"]).parts[0]
 
 
-def _device_half(report: dict[str, Any], record: Mapping[str, Any], root: Path, library: Path, device: str,
-                 options: Options, work: Path, state: dict[str, Any], failures: list[str], skips: list[str],
-                 probe: Probe | None, lookup: Lookup) -> None:
-    generation = report["generation"]
-    built_for, here = record.get("platform"), platforms.host_platform()
-    if built_for and built_for != here:
-        # A library of another platform cannot be loaded here (a Windows DLL on Linux); its static
-        # half ran above, the device half belongs on a machine of its platform.
-        skips.append(f"the build is for {built_for}, this machine is {here}: the device half runs on a {built_for} machine")
-        return
-    overlay = work / f"install-{generation}"
-    package = _package_name(record)
-    report["install"] = install_overlay(root, record, library, overlay)
-    package_spec = {"overlay": [str(overlay)], "package": package,
-                    "library_relpath": record["artifact"]["install_path"], "library_sha256": sha256_file(library)}
-    if device == "xpu":
-        _xpu(report, options, work, state, failures, skips, probe, lookup, package_spec)
-        return
-    # cuda / cpu: the torch workloads once per device kind, shared by every generation's report.
-    if "shared" not in state:
-        state["shared"] = spawn_worker(_spec("run", device, options), work, f"workloads-{device}", options)
-        if state["logs"] is not None:
-            write_text(state["logs"] / f"{device}.log", state["shared"].stderr)
-    shared: WorkerRun = state["shared"]
-    run = shared.result
-    if _worker_failure(run):
-        failures.append(f"worker: {run['error']}")
-        return
-    report["identity"] = run["identity"]
-    from ipex_aot.conformance.packages import PACKAGE_CHECKS
+@dataclass
+class _Session:
+    """What every generation's device half shares in one conformance run: where and how it runs, and the
+    worker runs made once (the torch workloads per cuda/cpu device kind, the XPU's identity)."""
 
-    if not run["identity"].get("available"):
-        skips.append(run["identity"]["reason"])
-        # The package's own CPU path needs no torch (a Windows Python without torch still checks the canary's
-        # DLL); a failure there fails the report, a pass leaves it skipped: the workloads did not run.
+    root: Path
+    device: str
+    options: Options
+    work: Path
+    logs: Path | None  # dist/<recipe>/conformance when reports are written
+    probe: Probe | None
+    lookup: Lookup
+    _shared: WorkerRun | None = None
+    _identity: Mapping[str, Any] | None = None
+
+    def shared_workloads(self) -> WorkerRun:
+        """cuda / cpu: the torch workloads once per device kind, shared by every generation's report."""
+        if self._shared is None:
+            self._shared = spawn_worker(_spec("run", self.device, self.options), self.work, f"workloads-{self.device}",
+                                        self.options)
+            if self.logs is not None:
+                write_text(self.logs / f"{self.device}.log", self._shared.stderr)
+        return self._shared
+
+    def xpu_identity(self, package_spec: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The XPU's identity, asked once (``probe`` replaces the worker in tests)."""
+        if self._identity is None:
+            if self.probe is not None:
+                self._identity = self.probe("xpu", package_spec)
+            else:
+                self._identity = spawn_worker(_spec("identify", "xpu", self.options, **package_spec), self.work,
+                                              "identify-xpu", self.options).result
+        return self._identity
+
+    def device_half(self, report: dict[str, Any], record: Mapping[str, Any], library: Path, failures: list[str],
+                    skips: list[str]) -> None:
+        """Install the generation's build into an overlay and run it on the device; verdicts go into the lists."""
+        generation = report["generation"]
+        built_for, here = record.get("platform"), platforms.host_platform()
+        if built_for and built_for != here:
+            # A library of another platform cannot be loaded here (a Windows DLL on Linux); its static
+            # half ran above, the device half belongs on a machine of its platform.
+            skips.append(f"the build is for {built_for}, this machine is {here}: the device half runs on a "
+                         f"{built_for} machine")
+            return
+        overlay = self.work / f"install-{generation}"
+        package = _package_name(record)
+        report["install"] = install_overlay(self.root, record, library, overlay)
+        package_spec = {"overlay": [str(overlay)], "package": package,
+                        "library_relpath": record["artifact"]["install_path"], "library_sha256": sha256_file(library)}
+        if self.device == "xpu":
+            self._xpu(report, failures, skips, package_spec)
+            return
+        run = self.shared_workloads().result
+        if _worker_failure(run):
+            failures.append(f"worker: {run['error']}")
+            return
+        report["identity"] = run["identity"]
+        from ipex_aot.conformance.packages import PACKAGE_CHECKS
+
+        if not run["identity"].get("available"):
+            skips.append(run["identity"]["reason"])
+            # The package's own CPU path needs no torch (a Windows Python without torch still checks the canary's
+            # DLL); a failure there fails the report, a pass leaves it skipped: the workloads did not run.
+            if package in PACKAGE_CHECKS:
+                self._package_check(report, generation, package, package_spec, failures)
+            return
+        report["workloads_run"] = (f"shared: one {self.device} process for every generation (an IPEX GPU library is "
+                                   f"not on the {self.device} compute path)")
+        _apply_workloads(report, run, self.options, failures)
         if package in PACKAGE_CHECKS:
-            _package_check(report, device, options, work, generation, package, package_spec, failures)
-        return
-    report["workloads_run"] = (f"shared: one {device} process for every generation (an IPEX GPU library is not on "
-                               f"the {device} compute path)")
-    _apply_workloads(report, run, options, failures)
-    if package in PACKAGE_CHECKS:
-        _package_check(report, device, options, work, generation, package, package_spec, failures)
-    else:
-        report["package"] = {"name": package, "note": f"not loaded on {device}: its library is XPU code"}
-
-
-def _package_check(report: dict[str, Any], device: str, options: Options, work: Path, generation: str, package: str,
-                   package_spec: Mapping[str, Any], failures: list[str]) -> None:
-    """The package's own check (packages.PACKAGE_CHECKS) with this generation's build installed, in a fresh process."""
-    pkg = spawn_worker(_spec("package", device, options, **package_spec), work, f"package-{generation}", options)
-    if _worker_failure(pkg.result):
-        failures.append(f"{package}: {pkg.result['error']}")
-    else:
-        _package_verdict(report, pkg.result.get("package"), failures)
-
-
-def _xpu(report: dict[str, Any], options: Options, work: Path, state: dict[str, Any], failures: list[str],
-         skips: list[str], probe: Probe | None, lookup: Lookup, package_spec: Mapping[str, Any]) -> None:
-    generation = report["generation"]
-    if "identity" not in state:
-        if probe is not None:
-            state["identity"] = probe("xpu", package_spec)
+            self._package_check(report, generation, package, package_spec, failures)
         else:
-            state["identity"] = spawn_worker(_spec("identify", "xpu", options, **package_spec), work,
-                                             "identify-xpu", options).result
-    found = state["identity"]
-    if _worker_failure(found):
-        failures.append(f"identify: {found['error']}")
-        return
-    identity = dict(found.get("identity") or {})
-    report["identity"] = identity
-    if not identity.get("available"):
-        skips.append(identity.get("reason", "no XPU device"))
-        return
-    ident = xpu_generation(identity.get("properties") or {}, identity.get("pci"), lookup)
-    identity.update(generation=ident["generation"], identified_by=ident["source"], identity_detail=ident["detail"])
-    device_gen = ident["generation"]
-    if device_gen is None:
-        failures.append(f"cannot tell the XPU's generation: {ident['detail']}")
-        return
-    if device_gen != generation:
-        message = f"device is {device_gen}, folder is {generation}"
-        if options.explicit:
-            failures.append(f"wrong generation: {message} ({ident['detail']}); install the {device_gen} folder")
+            report["package"] = {"name": package, "note": f"not loaded on {self.device}: its library is XPU code"}
+
+    def _package_check(self, report: dict[str, Any], generation: str, package: str,
+                       package_spec: Mapping[str, Any], failures: list[str]) -> None:
+        """The package's own check (packages.PACKAGE_CHECKS) with this generation's build installed, in a fresh process."""
+        pkg = spawn_worker(_spec("package", self.device, self.options, **package_spec), self.work,
+                           f"package-{generation}", self.options)
+        if _worker_failure(pkg.result):
+            failures.append(f"{package}: {pkg.result['error']}")
         else:
-            skips.append(message)
-        return
-    spec = _spec("run", "xpu", options, **package_spec)
-    spec["device"] = options.xpu_compute_device
-    worker = spawn_worker(spec, work, f"run-{generation}-xpu", options)
-    run, stdout = worker.result, worker.stdout
-    if state["logs"] is not None:
-        # The evidence behind the verdict: the runtime's trace, and the worker's own messages.
-        write_text(state["logs"] / f"{generation}-xpu.trace.log", stdout)
-        write_text(state["logs"] / f"{generation}-xpu.log", worker.stderr)
-        report["trace_log"] = str(state["logs"] / f"{generation}-xpu.trace.log")
-    if _worker_failure(run):
-        failures.append(f"worker: {run['error']}")
-        return
-    if not (run.get("identity") or {}).get("available"):
-        skips.append((run.get("identity") or {}).get("reason", "no XPU device"))
-        return
-    _trace_verdict(report, stdout, failures)
-    _apply_workloads(report, run, options, failures)
-    _package_verdict(report, run.get("package"), failures)
+            _package_verdict(report, pkg.result.get("package"), failures)
+
+    def _xpu(self, report: dict[str, Any], failures: list[str], skips: list[str],
+             package_spec: Mapping[str, Any]) -> None:
+        generation = report["generation"]
+        found = self.xpu_identity(package_spec)
+        if _worker_failure(found):
+            failures.append(f"identify: {found['error']}")
+            return
+        identity = dict(found.get("identity") or {})
+        report["identity"] = identity
+        if not identity.get("available"):
+            skips.append(identity.get("reason", "no XPU device"))
+            return
+        ident = xpu_generation(identity.get("properties") or {}, identity.get("pci"), self.lookup)
+        identity.update(generation=ident["generation"], identified_by=ident["source"], identity_detail=ident["detail"])
+        device_gen = ident["generation"]
+        if device_gen is None:
+            failures.append(f"cannot tell the XPU's generation: {ident['detail']}")
+            return
+        if device_gen != generation:
+            message = f"device is {device_gen}, folder is {generation}"
+            if self.options.explicit:
+                failures.append(f"wrong generation: {message} ({ident['detail']}); install the {device_gen} folder")
+            else:
+                skips.append(message)
+            return
+        spec = _spec("run", "xpu", self.options, **package_spec)
+        spec["device"] = self.options.xpu_compute_device
+        worker = spawn_worker(spec, self.work, f"run-{generation}-xpu", self.options)
+        run, stdout = worker.result, worker.stdout
+        if self.logs is not None:
+            # The evidence behind the verdict: the runtime's trace, and the worker's own messages.
+            write_text(self.logs / f"{generation}-xpu.trace.log", stdout)
+            write_text(self.logs / f"{generation}-xpu.log", worker.stderr)
+            report["trace_log"] = str(self.logs / f"{generation}-xpu.trace.log")
+        if _worker_failure(run):
+            failures.append(f"worker: {run['error']}")
+            return
+        if not (run.get("identity") or {}).get("available"):
+            skips.append((run.get("identity") or {}).get("reason", "no XPU device"))
+            return
+        _trace_verdict(report, stdout, failures)
+        _apply_workloads(report, run, self.options, failures)
+        _package_verdict(report, run.get("package"), failures)
 
 
 def _trace_verdict(report: dict[str, Any], stdout: str, failures: list[str]) -> None:
