@@ -39,9 +39,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ipex_aot import children, log, platforms
+from ipex_aot import source as source_mod
+from ipex_aot.devices import load_database
 from ipex_aot.errors import BuildError, IpexAotError, UsageError
 from ipex_aot.fsutil import CHUNK, atomic_output, read_json, sha256_file, write_json
 from ipex_aot.generation import is_generation
+from ipex_aot.recipe import Target as TargetType
+from ipex_aot.recipe import expand_targets, load_recipe
 from ipex_aot.settings import Settings
 from ipex_aot.untrusted import loads_json
 
@@ -193,7 +197,6 @@ def describe_checkout(path: Path) -> tuple[str, str]:
 def prepare_source(recipe: Recipe, settings: Settings, source_dir: Path | None = None) -> SourceInfo:
     """The tree to build (``ipex_aot.source``: ``--source DIR``, the in-repo path, or the patched
     checkout) and what identifies its content for the skip logic."""
-    from ipex_aot import source as source_mod
 
     prepared = source_mod.prepare_source(recipe, settings, source_dir)
     path = Path(prepared.path)
@@ -566,7 +569,6 @@ def build_jit_wheel(ctx: BuildContext) -> Path:
     it, and it reuses the build tree like any generation (only a relink).
     The caller holds :func:`recipe_lock` (the tree is shared with the generations).
     """
-    from ipex_aot.recipe import Target as TargetType
 
     root = ctx.root
     kept = root / "wheels" / JIT
@@ -677,7 +679,6 @@ def select_targets(targets: Sequence[Target], db: Any, wanted: Iterable[str]) ->
         else:
             # A local rebuild of a generation the recipe does not list: build it with
             # the name the device database says resolves to exactly that generation.
-            from ipex_aot.recipe import Target as TargetType
 
             target = TargetType(generation=generation, device=db.device_name(generation), runner=None)
             log.warn(f"{generation} ({name}) is not among the recipe's targets; building it with device {target.device}")
@@ -718,8 +719,6 @@ def build(
     then the targets against the device database, then the source (a clone
     may take long), then the generations.
     """
-    from ipex_aot.devices import load_database
-    from ipex_aot.recipe import expand_targets
 
     options = options or BuildOptions()
     checked = run_preflight(recipe, settings)
@@ -746,7 +745,6 @@ def selection(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_build(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     options = BuildOptions(

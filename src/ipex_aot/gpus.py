@@ -37,8 +37,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ipex_aot import log
 from ipex_aot.errors import DeviceError, IpexAotError
 from ipex_aot.generation import Generation
+from ipex_aot.ocloc import find_ocloc
 from ipex_aot.settings import Settings
 
 INTEL_VENDOR = "8086"
@@ -457,7 +459,6 @@ def detect(settings: Settings, *, sysfs_root: Path | None = None, platform: str 
 def _database_for(gpus: Sequence[Gpu], settings: Settings) -> Any:
     """The cached full database when there is one; else a sweep of just these PCI IDs (seconds, not minutes)."""
     from ipex_aot import devices
-    from ipex_aot.ocloc import find_ocloc
 
     ocloc = find_ocloc(settings)
     pci_path = devices.pci_ids_file()
@@ -489,7 +490,6 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
 
 
 def _cmd_detect(args, settings: Settings) -> int:  # noqa: ANN001
-    from ipex_aot import log
 
     found = detect_gpus(settings)
     drivers = "; ".join(f"{api}: {note}" for api, note in found.drivers.items())

@@ -44,6 +44,7 @@ from ipex_aot.archive import (
     open_archive,
     read_manifest,
 )
+from ipex_aot.devices import load_database
 from ipex_aot.download import MAX_DOWNLOAD, fetch_archive, is_url
 from ipex_aot.errors import ArchiveError, InstallError, ScanError, UsageError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
@@ -59,6 +60,7 @@ from ipex_aot.gpus import (  # noqa: F401 - detection lived here; importers of t
     list_gpus,
     parse_powershell,
 )
+from ipex_aot.pack import parse_size
 from ipex_aot.scan import scan_file
 from ipex_aot.settings import Settings
 from ipex_aot.signing import Trust, add_trust_arguments, check_trust, resolve_trust
@@ -305,7 +307,6 @@ def _human_size(n: int) -> str:
 
 def _generation_of_name(name: str, settings: Settings, db: Any) -> str:
     """An ocloc device name (acm-g10) or PCI ID as --generation, resolved like build --device resolves it."""
-    from ipex_aot.devices import load_database
 
     database = db if db is not None else load_database(settings)
     generation = database.resolve(name)
@@ -458,7 +459,6 @@ def _cmd_install(args, settings: Settings) -> int:  # noqa: ANN001
         return 0
     if not args.archive:
         raise UsageError("give the release archive: ipex-aot install ARCHIVE.7z (or --rollback)")
-    from ipex_aot.pack import parse_size
 
     trust = resolve_trust(settings, trust_key=args.trust_key, sha256=args.sha256, signature=args.signature,
                           key_dirs=app_key_dirs(args.ipex_dir, args.app))

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ipex_aot import platforms
 from ipex_aot.errors import ArchiveError, ToolchainError
 
 #: liblzma refuses larger dictionaries (lz_encoder_prepare).
@@ -119,7 +120,6 @@ def liblzma() -> ctypes.CDLL:
     global _lib
     with _lib_lock:
         if _lib is None:
-            from ipex_aot import platforms
 
             names = platforms.host().liblzma_names()
             errors = []

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipex_aot import log
+from ipex_aot.devices import load_database
 from ipex_aot.errors import RecipeError, ToolchainError, UsageError
 from ipex_aot.generation import generation_order
 from ipex_aot.recipe import Recipe, Target, load_recipe, plan_targets
@@ -259,7 +260,6 @@ def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     recipe = load_recipe(args.recipe or recipe_for_tag(args.tag))
     db = None
     if not args.no_ocloc:
-        from ipex_aot.devices import load_database
 
         db = load_database(settings)
     platforms = [p.strip() for value in args.platform or () for p in value.split(",") if p.strip()]

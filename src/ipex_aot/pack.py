@@ -52,13 +52,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ipex_aot import children, log, platforms
+from ipex_aot import children, log, lzma2, platforms, scan, sevenz
 from ipex_aot.archive import find_7zip
 from ipex_aot.build import read_build_record, record_error
-from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, ToolchainError, UsageError
+from ipex_aot.conformance.report import manifest_entries, read_reports
+from ipex_aot.devices import load_database
+from ipex_aot.errors import ArchiveError, BuildError, ConformanceError, RecipeError, ToolchainError, UsageError
 from ipex_aot.fsutil import write_json, write_text
 from ipex_aot.generation import generation_order, is_generation
-from ipex_aot.recipe import recipe_name
+from ipex_aot.recipe import DEFAULT_ARCHIVE, find_recipe, load_recipe, plan_targets, recipe_name
 from ipex_aot.settings import Settings
 from ipex_aot.signing import SIG_SUFFIX, SecretKey, load_secret_key, sign_file, verify_howto, write_signature
 from ipex_aot.untrusted import loads_json, tool_message
@@ -188,7 +190,6 @@ def hash_folders(folders: Sequence[Folder], jobs: int) -> list[Folder]:
 
 def check_generations(folders: Sequence[Folder], settings: Settings) -> None:
     """Refuse a folder whose library does not natively hold its own generation."""
-    from ipex_aot import scan  # a sibling step; imported only when packing
 
     for folder in folders:
         scan.require_generation(folder.library, folder.generation, settings=settings)
@@ -280,7 +281,6 @@ def default_dict_size(folders: Sequence[Folder]) -> int:
     over the largest library is 1/32 (device images of two generations differ that little in size), not a
     rounding up to the next 2**n or 3*2**(n-1).
     """
-    from ipex_aot import lzma2
 
     want = max(f.size for f in folders) * 33 // 32 + (1 << 20)
     if len(folders) == 1:
@@ -295,7 +295,6 @@ def choose_engine(sevenzip: str | None = None) -> tuple[str, str]:
     none (CPython for Windows links liblzma into _lzma.pyd and exports nothing), so there 7-Zip's
     command line packs when it is installed, and py7zr, which always works, otherwise.
     """
-    from ipex_aot import lzma2
 
     try:
         lib = lzma2.liblzma()
@@ -329,7 +328,6 @@ class PackOptions:
 
 
 def _small_folder(small: Sequence[tuple[str, bytes]]) -> tuple[bytes, int, list]:
-    from ipex_aot import lzma2, sevenz
 
     data = b"".join(d for _, d in small)
     dict_size = lzma2.dict_size_from_property(lzma2.dict_size_property(max(len(data), 1 << 16)))
@@ -341,7 +339,6 @@ def _small_folder(small: Sequence[tuple[str, bytes]]) -> tuple[bytes, int, list]
 
 def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, int]:
     """(workers, bytes per encoder): as many as ``jobs`` allows while the encoders fit ``memory``."""
-    from ipex_aot import lzma2
 
     window = min(dict_size, max(total, 1 << 16) // 16 * 16 + 16)
     try:
@@ -363,7 +360,6 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
 
 def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
                     mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list[tuple[int, int]], list[dict]]:
-    from ipex_aot import lzma2
 
     source = lzma2.Source([f.library for f in folders])
     _, per = plan_workers(source.size, dict_size, opts)  # warns when one encoder is over --memory
@@ -392,7 +388,6 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
 def _write_container(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
                      mtime: int, stream: Path, packed_size: int) -> None:
     """The 7z archive around one packed LZMA2 stream of the libraries: the small folder first, then it."""
-    from ipex_aot import lzma2, sevenz
 
     small_packed, small_prop, small_entries = _small_folder(small)
     big = sevenz.Folder(packed_size, lzma2.dict_size_property(dict_size),
@@ -521,7 +516,6 @@ def verify_archive(path: Path, manifest: Mapping[str, Any], small: Mapping[str, 
 
 def default_archive_name(release: str, platform: str) -> str:
     """The archive's name when no recipe file is at hand (a bare dist folder): recipe.py's default template."""
-    from ipex_aot.recipe import DEFAULT_ARCHIVE
 
     return DEFAULT_ARCHIVE.format(release=release, platform=platform)
 
@@ -668,8 +662,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load_recipe_or_none(text: str) -> Any:
     """The recipe named TEXT, or None for a bare dist name (no recipe file)."""
-    from ipex_aot.errors import RecipeError
-    from ipex_aot.recipe import find_recipe, load_recipe
 
     try:
         path = find_recipe(text)
@@ -693,7 +685,6 @@ def _built(dist: Path, name: str) -> list[str]:
 
 def _targets_only(recipe: Any, dist: Path, database: Callable[[], Any]) -> list[str] | None:
     """The built generations that are among RECIPE's targets; strays are named in a warning, not packed."""
-    from ipex_aot.recipe import plan_targets
 
     plan = plan_targets(recipe, database())
     targets = {t.generation for t in plan.targets} | {g for g, _ in plan.unknown}
@@ -712,7 +703,6 @@ def _targets_only(recipe: Any, dist: Path, database: Callable[[], Any]) -> list[
 def _kept_conformance(dist: Path, name: str, generations: Sequence[str] | None, archive_dir: Path) -> list[dict]:
     """Without --conformance: the reports of dist/<recipe>/conformance when every packed generation has one,
     so that a repack keeps what the release measured; a warning when results the last archive had are lost."""
-    from ipex_aot.conformance.report import manifest_entries, read_reports
 
     gens = list(generations) if generations is not None else _built(dist, name)
     folder = dist / name / "conformance"
@@ -737,7 +727,6 @@ def _kept_conformance(dist: Path, name: str, generations: Sequence[str] | None, 
 
 
 def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.devices import load_database
 
     jobs = args.jobs if args.jobs else settings.jobs
     if jobs < 1:
@@ -761,7 +750,6 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     if not args.conformance:
         conformance = _kept_conformance(dist, recipe_name(args.recipe), generations, dist / recipe_name(args.recipe))
     if args.conformance:
-        from ipex_aot.conformance.report import manifest_entries, read_reports
 
         name = recipe_name(args.recipe)
         folders = load_folders(Path(settings.dist_dir), name, generations)

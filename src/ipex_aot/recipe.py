@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ipex_aot import log
+from ipex_aot.devices import load_database
 from ipex_aot.errors import RecipeError
 from ipex_aot.generation import Generation, generation_order, is_generation
 from ipex_aot.settings import Settings
@@ -664,13 +666,11 @@ def recipe_summary(recipe: Recipe, plan: TargetPlan | None) -> dict[str, Any]:
 
 
 def _load_plan(recipe: Recipe, settings: Settings) -> TargetPlan:
-    from ipex_aot.devices import load_database
 
     return plan_targets(recipe, load_database(settings))
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot import log
 
     recipe = load_recipe(args.recipe)
     if args.structure_only:

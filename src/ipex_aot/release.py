@@ -30,13 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ipex_aot import build as build_mod
 from ipex_aot import log
+from ipex_aot import pack as pack_mod
 from ipex_aot.build import BuildOptions, built_generations, recipe_dist
+from ipex_aot.conformance import conformance_markdown, run_conformance
 from ipex_aot.conformance.report import manifest_entries
+from ipex_aot.devices import load_database
 from ipex_aot.errors import ConformanceError, ScanError
-from ipex_aot.fsutil import write_text
+from ipex_aot.fsutil import sha256_file, write_text
 from ipex_aot.generation import generation_order
+from ipex_aot.recipe import load_recipe
+from ipex_aot.scan import require_generation, verify_archive
 from ipex_aot.settings import Settings
+from ipex_aot.signing import Trust, check_archive, load_secret_key, verify_howto
 
 if TYPE_CHECKING:
     from ipex_aot.recipe import Recipe
@@ -84,7 +91,6 @@ class _Timed:
 
 def verify_folders(dist: Path, recipe: Recipe, generations: Sequence[str]) -> dict[str, dict]:
     """Each generation's library must hold that generation natively."""
-    from ipex_aot.scan import require_generation
 
     records = built_generations(dist, recipe.name)
     scans: dict[str, dict] = {}
@@ -119,7 +125,6 @@ def release_notes(recipe: Recipe, report: ReleaseReport, records: Mapping[str, d
             f"| `{generation}` | `{record.get('devlist', '')}` | {scan.get('native_images', scan.get('images', ''))} | "
             f"{artifact.get('size', 0):,} | `{artifact.get('sha256', '')[:16]}…` |"
         )
-    from ipex_aot.conformance import conformance_markdown
 
     lines += ["", "## Conformance", "", conformance_markdown(report.reports).rstrip()]
     if report.archive is not None:
@@ -130,8 +135,6 @@ def release_notes(recipe: Recipe, report: ReleaseReport, records: Mapping[str, d
 
 
 def _verify_lines(report: ReleaseReport) -> list[str]:
-    from ipex_aot.fsutil import sha256_file
-    from ipex_aot.signing import verify_howto
 
     assert report.archive is not None
     name, digest = report.archive.name, sha256_file(report.archive)
@@ -144,7 +147,6 @@ def _verify_lines(report: ReleaseReport) -> list[str]:
 def run_release(recipe: Recipe, settings: Settings, options: BuildOptions | None = None, *,
                 sign_key: Any = None) -> ReleaseReport:
     """The whole release; ``sign_key`` (a signing.SecretKey) signs the archive."""
-    from ipex_aot import build as build_mod
 
     options = options or BuildOptions()
     dist = settings.dist_dir
@@ -183,7 +185,6 @@ def run_release(recipe: Recipe, settings: Settings, options: BuildOptions | None
 
 def _conformance(recipe: Recipe, settings: Settings, generations: Sequence[str]) -> list[dict]:
     """Every generation on every device kind of an Intel GPU release: absent devices give ``skipped``."""
-    from ipex_aot.conformance import run_conformance
 
     reports: list[dict] = []
     for device in RELEASE_DEVICES:
@@ -194,8 +195,6 @@ def _conformance(recipe: Recipe, settings: Settings, generations: Sequence[str])
 def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], conformance: list[dict],
           sign_key: Any = None) -> tuple[Path, Path | None]:
     """pack, with the conformance results in the archive's own manifest; (archive, signature or None)."""
-    from ipex_aot import pack as pack_mod
-    from ipex_aot.devices import load_database
 
     result = pack_mod.pack(recipe.name, settings, database=load_database(settings), conformance=conformance,
                            generations=generations, sign_key=sign_key, archive_name=recipe.archive_for,
@@ -208,8 +207,6 @@ def _pack(recipe: Recipe, settings: Settings, generations: Sequence[str], confor
 
 def _verify_archive(archive: Path, settings: Settings, public_key: Any = None) -> list[dict]:
     """Every folder of the archive as a user receives it: signature, manifest hash and native generation."""
-    from ipex_aot.scan import verify_archive
-    from ipex_aot.signing import Trust, check_archive
 
     if public_key is not None:
         log.info(check_archive(archive, Trust(public_key)))
@@ -224,11 +221,9 @@ def _verify_archive(archive: Path, settings: Settings, public_key: Any = None) -
 
 
 def _cmd_release(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     options = BuildOptions(keep_going=args.keep_going, clean=args.clean, source_dir=Path(args.source) if args.source else None)
-    from ipex_aot.signing import load_secret_key
 
     # The key (and its password) before hours of building, not after.
     report = run_release(recipe, settings, options, sign_key=load_secret_key(settings, args.sign_key))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from ipex_aot import log
 from ipex_aot.errors import SourceError
 from ipex_aot.fsutil import read_json, sha256_file, write_json
+from ipex_aot.recipe import load_recipe
 from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
@@ -305,7 +306,6 @@ def prepare_source(recipe: Recipe, settings: Settings, source_dir: Path | None =
 
 
 def _cmd_source(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     prepared = prepare_source(recipe, settings, Path(args.source) if args.source else None)

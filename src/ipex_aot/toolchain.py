@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 
 from ipex_aot import log, platforms
 from ipex_aot.errors import ToolchainError
+from ipex_aot.ocloc import find_ocloc
 from ipex_aot.platforms import windows as windows_platform
+from ipex_aot.recipe import load_recipe
 from ipex_aot.settings import Settings, child_env
 
 if TYPE_CHECKING:
@@ -176,7 +178,6 @@ def preflight(recipe: Recipe, settings: Settings, env: Mapping[str, str] | None 
     ENV is the activated environment (default: :func:`prepare_environment`),
     PYTHON the build's interpreter (default: this one).
     """
-    from ipex_aot.ocloc import find_ocloc
 
     spec = recipe.toolchain
     python = python or sys.executable
@@ -237,7 +238,6 @@ def _lines(versions: Mapping[str, str]) -> Iterable[str]:
 
 
 def _cmd_preflight(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     with log.step(f"preflight {recipe.name}"):

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ipex_aot import log
+from ipex_aot.build import BuildOptions, build_jit_wheel, built_generations, make_context, recipe_dist, recipe_lock
 from ipex_aot.errors import BuildError, UsageError, VariantError
 from ipex_aot.generation import sort_generations
+from ipex_aot.recipe import load_recipe
 from ipex_aot.settings import Settings, child_env
 from ipex_aot.variant_provider import FEATURE, NAMESPACE, PLUGIN_API
 
@@ -134,7 +136,6 @@ def _variantlib(jobs: list[tuple[str, list[str]]], settings: Settings, cwd: Path
 
 def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> dict[str, Path]:
     """generation -> the wheel its build.json names, for every finished build (or the WANTED ones)."""
-    from ipex_aot.build import built_generations, recipe_dist
 
     root = recipe_dist(settings.dist_dir, recipe.name)
     built = built_generations(settings.dist_dir, recipe.name)
@@ -161,7 +162,6 @@ def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> 
 
 
 def _jit_wheel(recipe: Recipe, settings: Settings) -> Path:
-    from ipex_aot.build import BuildOptions, build_jit_wheel, make_context
 
     with log.step(f"build {recipe.name}: JIT-only wheel ({recipe.devlist_variable} empty)"):
         return build_jit_wheel(make_context(recipe, settings, BuildOptions()))
@@ -187,7 +187,6 @@ def _same_release(fallback: Path, plain: Path) -> None:
 def make_variants(recipe: Recipe, settings: Settings, *, generations: Iterable[str] = (),
                   fallback: Path | None = None) -> VariantsResult:
     """Variant wheels of every built generation (or GENERATIONS), the null variant, the index."""
-    from ipex_aot.build import recipe_dist, recipe_lock
 
     root = recipe_dist(settings.dist_dir, recipe.name).resolve()
     plain = _plain_wheels(recipe, settings, generations)
@@ -276,7 +275,6 @@ def _swap(stage: Path, folder: Path) -> None:
 
 
 def _cmd_variants(args: argparse.Namespace, settings: Settings) -> int:
-    from ipex_aot.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     result = make_variants(recipe, settings, generations=args.generation,

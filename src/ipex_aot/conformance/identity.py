@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ipex_aot.devices import load_database
 from ipex_aot.errors import DeviceError
 
 IP_MASK_ARCH, IP_MASK_RELEASE, IP_MASK_REVISION = 0x3FF, 0xFF, 0x3F
@@ -93,7 +94,6 @@ def database_lookup(settings: Any) -> Lookup:
 
     def lookup(pci_id: str, revision: int | None) -> str | None:
         if "db" not in cache:
-            from ipex_aot.devices import load_database
 
             cache["db"] = load_database(settings)
         return cache["db"].lookup(pci_id, revision).generation

@@ -46,10 +46,12 @@ from ipex_aot import children, log, platforms
 from ipex_aot.build import built_generations, recipe_dist
 from ipex_aot.conformance import report as rep
 from ipex_aot.conformance.identity import Lookup, database_lookup, xpu_generation
+from ipex_aot.conformance.packages import PACKAGE_CHECKS
 from ipex_aot.conformance.trace import TRACE_ENV, parse_trace
 from ipex_aot.errors import ConformanceError, IpexAotError, UsageError
 from ipex_aot.fsutil import sha256_file, write_json, write_text
 from ipex_aot.generation import generation_order
+from ipex_aot.scan import require_generation
 from ipex_aot.settings import Settings
 
 DEVICES = ("xpu", "cuda", "cpu")
@@ -181,7 +183,6 @@ def install_overlay(root: Path, record: Mapping[str, Any], library: Path, dest: 
 
 
 def _static(library: Path, generation: str, settings: Settings) -> dict[str, Any]:
-    from ipex_aot.scan import require_generation
 
     try:
         result = require_generation(library, generation, settings=settings)
@@ -358,7 +359,6 @@ class _Session:
             failures.append(f"worker: {run['error']}")
             return
         report["identity"] = run["identity"]
-        from ipex_aot.conformance.packages import PACKAGE_CHECKS
 
         if not run["identity"].get("available"):
             skips.append(run["identity"]["reason"])
