@@ -81,8 +81,11 @@ def test_one_entry_per_generation_and_platform_with_the_right_devlist(path, cach
             assert e["python"] == raw["toolchain"]["python"][0]
             runners = raw["targets"].get("runners", {})
             runner = runners.get(gen) or runners.get("default")
-            assert e["runs-on"] == (list(runner) if isinstance(runner, list) else
-                                    [runner] if runner else HOSTED[platform])
+            labels = list(runner) if isinstance(runner, list) else [runner] if runner else HOSTED[platform]
+            if "self-hosted" in labels and not {"windows", "linux"} & {x.lower() for x in labels}:
+                # the entry's OS label, so a label set shared by two platforms never mixes them
+                labels = [*labels, {"windows-x86_64": "Windows", "linux-x86_64": "Linux"}[platform]]
+            assert e["runs-on"] == labels
             assert e["session"] == "build"
             assert e["session_args"] == f"recipes/{path.name} --generation {gen} --platform {platform}"
             assert e["oneapi"] == (raw["toolchain"].get("oneapi") or "")
@@ -210,6 +213,11 @@ def test_two_platforms_publish_two_archives_and_their_own_tables(cache_dir, tmp_
     assert sorted(c["platform"] for c in xpu) == ["linux-x86_64", "windows-x86_64"]
     assert {tuple(c["runs-on"]) for c in xpu} == {("self-hosted", "Windows", "xpu-12.55.8"),
                                                  ("self-hosted", "Linux", "xpu-12.55.8")}
+    # runners.default (self-hosted, shared by both platforms) gets each entry's OS label.
+    builds = json.loads(values["matrix"])["include"]
+    assert {(e["platform"], tuple(e["runs-on"])) for e in builds} == {
+        ("windows-x86_64", ("self-hosted", "x64", "ipex-build", "Windows")),
+        ("linux-x86_64", ("self-hosted", "x64", "ipex-build", "Linux"))}
     wrong = cli(["matrix", "ipex-2.8.10-xpu", "--conformance-xpu", "12.99.0"], cache_dir)
     assert wrong.returncode == UsageError.exit_code and "12.99.0" in wrong.stderr
 

@@ -49,6 +49,23 @@ SESSION = "build"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def runner_labels(labels: Sequence[str] | None, platform: str) -> list[str]:
+    """The build job's ``runs-on`` for an entry of PLATFORM: the recipe's labels, else the hosted runner.
+
+    A self-hosted label set gets the platform's OS label (GitHub gives every self-hosted runner one) when it
+    names none, so one label set shared by both platforms (``runners.default``) never sends a Windows entry
+    to a Linux machine or the other way round. Hosted labels (``ubuntu-22.04``) are taken as they are: a
+    recipe may build one platform on another's runner (the canary cross-compiles its DLL on Ubuntu).
+    """
+    if not labels:
+        return list(HOSTED[platform])
+    out = list(labels)
+    named = {label.lower() for label in out}  # GitHub compares labels without case
+    if "self-hosted" in named and not named & {os_label.lower() for os_label in RUNNER_OS_LABEL.values()}:
+        out.append(RUNNER_OS_LABEL[platform])
+    return out
+
+
 def python_tag(version: str) -> str:
     major, minor = version.split(".")[:2]
     return f"cp{major}{minor}"
@@ -131,7 +148,7 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
                 "devlist_variable": recipe.devlist_variable,
                 "platform": plat,
                 "python": py,
-                "runs-on": list(t.runner) if t.runner else HOSTED[plat],
+                "runs-on": runner_labels(t.runner, plat),
                 "self_hosted": bool(t.runner) and "self-hosted" in t.runner,
                 "oneapi": recipe.toolchain.oneapi or "",
                 "session": SESSION,
