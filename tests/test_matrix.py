@@ -222,6 +222,24 @@ def test_two_platforms_publish_two_archives_and_their_own_tables(cache_dir, tmp_
     assert wrong.returncode == UsageError.exit_code and "12.99.0" in wrong.stderr
 
 
+def test_canary_cross_builds_windows_on_ubuntu_and_checks_it_on_windows(cache_dir, tmp_path):  # noqa: F811
+    """The shipped canary: both platforms build on ubuntu-22.04 (the DLL is a MinGW-w64 cross build), each
+    archive is named for its platform, and the DLL's CPU conformance runs on the hosted Windows runner."""
+    out = tmp_path / "github_output"
+    run = cli(["matrix", "canary", "--compact"], cache_dir, GITHUB_OUTPUT=str(out), GITHUB_ACTIONS="true")
+    assert run.returncode == 0, run.stderr
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    builds = json.loads(values["matrix"])["include"]
+    assert {e["platform"] for e in builds} == {"linux-x86_64", "windows-x86_64"}
+    assert {tuple(e["runs-on"]) for e in builds} == {("ubuntu-22.04",)}
+    assert all(e["session_args"].endswith(f"--platform {e['platform']}") and not e["self_hosted"] for e in builds)
+    checks = json.loads(values["conformance"])["include"]
+    assert {(c["platform"], tuple(c["runs-on"])) for c in checks} == {("linux-x86_64", ("ubuntu-22.04",)),
+                                                                   ("windows-x86_64", ("windows-2022",))}
+    assert {p: a["archive"] for p, a in json.loads(values["assets"]).items()} == {
+        "linux-x86_64": "0.1.0-linux-x86_64-AOT.7z", "windows-x86_64": "0.1.0-windows-x86_64-AOT.7z"}
+
+
 def test_nox_matrix_stdout_is_pure_json_with_warnings_on_stderr(cache_dir):  # noqa: F811
     """`nox -s matrix -- RECIPE > matrix.json`: the newer-ocloc warning must not land in the JSON."""
     env = dict(os.environ, IPEX_AOT_CACHE=str(cache_dir))
