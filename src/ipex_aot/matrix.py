@@ -60,10 +60,14 @@ def runner_labels(labels: Sequence[str] | None, platform: str) -> list[str]:
     if not labels:
         return list(HOSTED[platform])
     out = list(labels)
-    named = {label.lower() for label in out}  # GitHub compares labels without case
-    if "self-hosted" in named and not named & {os_label.lower() for os_label in RUNNER_OS_LABEL.values()}:
+    if is_self_hosted(out) and not {label.lower() for label in out} & {name.lower() for name in RUNNER_OS_LABEL.values()}:
         out.append(RUNNER_OS_LABEL[platform])
     return out
+
+
+def is_self_hosted(labels: Sequence[str] | None) -> bool:
+    """Whether LABELS name a self-hosted runner (GitHub compares labels without case)."""
+    return any(label.lower() == "self-hosted" for label in labels or ())
 
 
 def python_tag(version: str) -> str:
@@ -149,7 +153,7 @@ def matrix_entries(recipe: Recipe, db: DeviceDatabase | None, *, python: str | N
                 "platform": plat,
                 "python": py,
                 "runs-on": runner_labels(t.runner, plat),
-                "self_hosted": bool(t.runner) and "self-hosted" in t.runner,
+                "self_hosted": is_self_hosted(t.runner),
                 "oneapi": recipe.toolchain.oneapi or "",
                 "session": SESSION,
                 # --platform: the entry's platform, whatever runner picks the job up.
@@ -269,7 +273,6 @@ def recipe_for_tag(tag: str, recipes_dir: Path | None = None) -> Path:
 
 
 def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
-
     if args.recipe and args.recipe.startswith("tag:"):
         args.recipe, args.tag = None, args.recipe.removeprefix("tag:")
     if bool(args.recipe) == bool(args.tag):
@@ -277,7 +280,6 @@ def _cmd_matrix(args: argparse.Namespace, settings: Settings) -> int:
     recipe = load_recipe(args.recipe or recipe_for_tag(args.tag))
     db = None
     if not args.no_ocloc:
-
         db = load_database(settings)
     platforms = [p.strip() for value in args.platform or () for p in value.split(",") if p.strip()]
     entries = matrix_entries(recipe, db, python=args.python, platforms=platforms or None)
