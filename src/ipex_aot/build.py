@@ -745,7 +745,6 @@ def selection(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_build(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     options = BuildOptions(
         keep_going=args.keep_going,

@@ -120,7 +120,6 @@ def liblzma() -> ctypes.CDLL:
     global _lib
     with _lib_lock:
         if _lib is None:
-
             names = platforms.host().liblzma_names()
             errors = []
             for name in names:

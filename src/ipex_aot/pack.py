@@ -328,7 +328,6 @@ class PackOptions:
 
 
 def _small_folder(small: Sequence[tuple[str, bytes]]) -> tuple[bytes, int, list]:
-
     data = b"".join(d for _, d in small)
     dict_size = lzma2.dict_size_from_property(lzma2.dict_size_property(max(len(data), 1 << 16)))
     packed = lzma.compress(data, format=lzma.FORMAT_RAW,
@@ -727,7 +726,6 @@ def _kept_conformance(dist: Path, name: str, generations: Sequence[str] | None, 
 
 
 def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
-
     jobs = args.jobs if args.jobs else settings.jobs
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -750,7 +748,6 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     if not args.conformance:
         conformance = _kept_conformance(dist, recipe_name(args.recipe), generations, dist / recipe_name(args.recipe))
     if args.conformance:
-
         name = recipe_name(args.recipe)
         folders = load_folders(Path(settings.dist_dir), name, generations)
         reports = read_reports(Path(settings.dist_dir) / name / "conformance", [f.generation for f in folders])

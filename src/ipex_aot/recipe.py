@@ -666,12 +666,10 @@ def recipe_summary(recipe: Recipe, plan: TargetPlan | None) -> dict[str, Any]:
 
 
 def _load_plan(recipe: Recipe, settings: Settings) -> TargetPlan:
-
     return plan_targets(recipe, load_database(settings))
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     if args.structure_only:
         log.info(f"{_display(recipe.path)}: structure ok")

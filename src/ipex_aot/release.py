@@ -135,7 +135,6 @@ def release_notes(recipe: Recipe, report: ReleaseReport, records: Mapping[str, d
 
 
 def _verify_lines(report: ReleaseReport) -> list[str]:
-
     assert report.archive is not None
     name, digest = report.archive.name, sha256_file(report.archive)
     lines = [f"sha256 of `{name}`: `{digest}`; pin it with `ipex-aot install {name} --sha256 {digest}`.", ""]
@@ -221,7 +220,6 @@ def _verify_archive(archive: Path, settings: Settings, public_key: Any = None) -
 
 
 def _cmd_release(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     options = BuildOptions(keep_going=args.keep_going, clean=args.clean, source_dir=Path(args.source) if args.source else None)
 

@@ -306,7 +306,6 @@ def prepare_source(recipe: Recipe, settings: Settings, source_dir: Path | None =
 
 
 def _cmd_source(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     prepared = prepare_source(recipe, settings, Path(args.source) if args.source else None)
     info = {"path": str(prepared.path), "url": prepared.url, "ref": prepared.ref, "commit": prepared.commit,

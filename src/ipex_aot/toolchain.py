@@ -238,7 +238,6 @@ def _lines(versions: Mapping[str, str]) -> Iterable[str]:
 
 
 def _cmd_preflight(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     with log.step(f"preflight {recipe.name}"):
         versions = preflight(recipe, settings, python=args.python)

@@ -162,7 +162,6 @@ def _plain_wheels(recipe: Recipe, settings: Settings, wanted: Iterable[str]) -> 
 
 
 def _jit_wheel(recipe: Recipe, settings: Settings) -> Path:
-
     with log.step(f"build {recipe.name}: JIT-only wheel ({recipe.devlist_variable} empty)"):
         return build_jit_wheel(make_context(recipe, settings, BuildOptions()))
 
@@ -275,7 +274,6 @@ def _swap(stage: Path, folder: Path) -> None:
 
 
 def _cmd_variants(args: argparse.Namespace, settings: Settings) -> int:
-
     recipe = load_recipe(args.recipe)
     result = make_variants(recipe, settings, generations=args.generation,
                            fallback=Path(args.fallback) if args.fallback else None)

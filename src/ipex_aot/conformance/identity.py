@@ -94,7 +94,6 @@ def database_lookup(settings: Any) -> Lookup:
 
     def lookup(pci_id: str, revision: int | None) -> str | None:
         if "db" not in cache:
-
             cache["db"] = load_database(settings)
         return cache["db"].lookup(pci_id, revision).generation
 

@@ -183,7 +183,6 @@ def install_overlay(root: Path, record: Mapping[str, Any], library: Path, dest: 
 
 
 def _static(library: Path, generation: str, settings: Settings) -> dict[str, Any]:
-
     try:
         result = require_generation(library, generation, settings=settings)
     except IpexAotError as e:
