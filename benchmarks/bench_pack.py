@@ -12,7 +12,7 @@ In one run, on the same inputs, it measures:
     (bt4), and the same with ``mf=hc4`` (the match finder ``pack`` uses by default), so
     the time ratio does not mix the match finder with the parallel design;
   * ``ipex-aot pack`` (parallel engine) with 1 worker and the default memory budget, and
-    with 2 workers and ``--memory-2`` (default 22.5 GiB: two full-window encoders and a preset);
+    with 2 workers and ``--memory-2`` (default 22.5 GiB: two full-window encoders);
   * for each archive: size, wall and CPU seconds, peak RSS of the process tree (sampled
     from /proc every 0.1 s), and ``pack``'s per-piece sizes and seconds;
   * extraction of the first and the last folder with ``7zz x`` and with py7zr, from
@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed afterwards)")
     ap.add_argument("--memory", type=int, default=11 << 30, help="budget of the 1-worker run (default: pack's, 11 GiB)")
     ap.add_argument("--memory-2", type=int, default=45 << 29,
-                    help="budget of the 2-worker run (default 22.5 GiB: two 1.5 GiB-window encoders and one preset)")
+                    help="budget of the 2-worker run (default 22.5 GiB: two 1.5 GiB-window encoders)")
     ap.add_argument("--skip-7zz", action="store_true", help="do not run the 7-Zip references (no ratios)")
     ap.add_argument("--skip-hc4", action="store_true", help="do not run the 7-Zip hc4 reference")
     ap.add_argument("--skip-1", action="store_true", help="do not run the 1-worker pack")

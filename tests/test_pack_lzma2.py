@@ -207,3 +207,86 @@ def test_repeats_are_found_on_each_files_own_grid(tmp_path):
     total = 2 * len(first) + 8192
     assert costs.at(total) == pytest.approx(costs.cumulative[-1])
     assert costs.at(len(first)) > 0.9 * costs.at(total)  # nearly all the cost is the first file
+
+
+def _large_files(tmp_path):
+    """40 MB in two files, sharing most bytes, so a piece's preset is large enough to be read in place."""
+    return _files(tmp_path, sizes=(20 << 20, 20 << 20 | 3), seed=11)
+
+
+def _recording(monkeypatch, cls=None):
+    made = []
+
+    class Recording(cls or lzma2._WindowAllocator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(lzma2, "_WindowAllocator", Recording)
+    return made
+
+
+def test_large_presets_are_read_into_the_encoders_window(tmp_path, monkeypatch):
+    """The preset is not copied a second time: liblzma's window buffer is the memory it was read into."""
+    paths = _large_files(tmp_path)
+    made = _recording(monkeypatch)
+    out = tmp_path / "stream.lzma2"
+    options = lzma2.Lzma2Options(dict_size=32 << 20, preset=0)
+    result = lzma2.encode_parallel(lzma2.Source(paths), options, out, workers=2, pieces=3)
+    assert _decode(out.read_bytes(), 32 << 20) == b"".join(p.read_bytes() for p in paths)
+    presets = [min(a, 32 << 20) for a, _ in result.pieces]
+    assert [a.handed for a in made] == [p >= lzma2.IN_PLACE_MIN for p in presets]
+    assert any(a.handed for a in made) and not all(a.handed for a in made)
+    assert all(a.window is None and not a.blocks for a in made)  # everything went back after lzma_end
+    # the same bytes as encoders that copy their presets (every allocation plain)
+    monkeypatch.setattr(lzma2, "IN_PLACE_MIN", 1 << 40)
+    copied = tmp_path / "copied.lzma2"
+    lzma2.encode_parallel(lzma2.Source(paths), options, copied, workers=1, pieces=3)
+    assert copied.read_bytes() == out.read_bytes()
+
+
+def test_a_liblzma_that_allocates_otherwise_fails_loudly(tmp_path, monkeypatch):
+    """Handing the window to another of liblzma's allocations overwrites the preset: caught, one line, no files."""
+
+    class FirstAllocation(lzma2._WindowAllocator):
+        def _on_alloc(self, opaque, count, size):  # as if liblzma's coder came first and were that large
+            if self.in_place and not self.handed:
+                self.handed = True
+                return self.address
+            return super()._on_alloc(opaque, count, size)
+
+    paths = _large_files(tmp_path)
+    _recording(monkeypatch, FirstAllocation)
+    out = tmp_path / "stream.lzma2"
+    with pytest.raises(lzma2.ArchiveError, match="did not keep the preset dictionary"):
+        lzma2.encode_parallel(lzma2.Source(paths), lzma2.Lzma2Options(dict_size=32 << 20, preset=0), out,
+                              workers=1, pieces=3)
+    assert not list(tmp_path.glob("stream.lzma2*"))
+
+
+def test_first_seen_pieces_take_bt4_and_repeats_keep_the_whole_window(tmp_path):
+    """bt4 where the bytes are new (its window capped), hc4 with the full window where they repeat."""
+    rng = random.Random(9)
+    first = rng.randbytes(1 << 20)
+    (tmp_path / "a").write_bytes(first)
+    (tmp_path / "b").write_bytes(first)  # all repeats of a
+    paths = [tmp_path / "a", tmp_path / "b"]
+    costs = lzma2.estimate_costs(paths)
+    assert costs.first_seen(0, 1 << 20) == 1 << 20 and costs.first_seen(1 << 20, 2 << 20) == 0
+    options = lzma2.Lzma2Options(dict_size=(1 << 20) + (1 << 16), preset=1, mf="hc4")
+    first_seen = lzma2.Lzma2Options(dict_size=1 << 19, preset=1, mf="bt4")
+    new = lzma2.piece_options(options, 0, 1 << 20, costs, first_seen)
+    repeat = lzma2.piece_options(options, 1 << 20, 2 << 20, costs, first_seen)
+    assert (new.mf, new.dict_size) == ("bt4", 1 << 19)
+    assert (repeat.mf, repeat.dict_size) == ("hc4", (1 << 20) + (1 << 16))
+    assert lzma2.piece_options(options, 0, 1 << 20, None, first_seen).mf == "hc4"  # no cost map: one setting
+    out = tmp_path / "stream.lzma2"
+    result = lzma2.encode_parallel(lzma2.Source(paths), options, out, workers=2, pieces=2, costs=costs,
+                                   first_seen=first_seen)
+    assert [s.match_finder for s in result.stats] == ["bt4", "hc4"]
+    assert result.stats[0].window <= 1 << 19
+    assert _decode(out.read_bytes(), options.dict_size) == first + first
+    last = result.stats[1]
+    assert last.match_finder == "hc4" and 2 * costs.first_seen(last.start, last.end) < last.end - last.start
+    # its new (random) bytes stay their size; the second file is long matches a whole window back
+    assert last.packed < costs.first_seen(last.start, last.end) + 20000

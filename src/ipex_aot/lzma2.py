@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import lzma
+import mmap
 import os
 import threading
 import time
@@ -254,6 +255,8 @@ REPEAT_COST = 0.05
 #: digesting one byte of a piece's preset dictionary (hc4 inserts it into its hash chains; measured
 #: 0.036-0.042 s/MB for presets of 0.85-1.5 GB).
 PRIME_COST = 0.038
+#: ... and with bt4, which sorts every position into its binary trees: 100 s for the corpus's first 256 MiB.
+PRIME_COST_BT4 = 0.37
 #: the stretch of the stream one sample speaks for.
 SAMPLE_EVERY = _IO_CHUNK
 SAMPLE_SIZE = 1 << 20
@@ -270,6 +273,8 @@ class CostMap:
     #: each file's own 4 KiB grid (a library's shared code sits at the same offsets as in the previous
     #: library, not at the same offsets of the stream), so a file's last block may be short.
     ends: list[int] = field(default_factory=list)
+    #: first-seen bytes of blocks [0, i), beside ``cumulative``; empty when every byte is first-seen
+    new_cumulative: list[int] = field(default_factory=list)
 
     @classmethod
     def uniform(cls, total: int, block: int = 1 << 20) -> CostMap:
@@ -277,30 +282,47 @@ class CostMap:
         rate = (NEW_BASE + NEW_SLOPE * 0.15) / 1e6
         return cls(block, [min(i * block, total) * rate for i in range(n + 1)], total)
 
-    def at(self, pos: int) -> float:
-        """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
+    def first_seen(self, start: int, end: int) -> int:
+        """First-seen bytes in ``[start, end)`` (whole blocks at the bounds count in proportion)."""
+        if not self.new_cumulative:
+            return end - start
+        return round(self._interpolate(self.new_cumulative, end) - self._interpolate(self.new_cumulative, start))
+
+    def _interpolate(self, cumulative: Sequence[float], pos: int) -> float:
         if self.ends:
             i = bisect.bisect_right(self.ends, pos)  # blocks wholly before pos
             if i >= len(self.ends):
-                return self.cumulative[-1]
+                return cumulative[-1]
             start = self.ends[i - 1] if i else 0
-            share = (pos - start) / (self.ends[i] - start)
-            return self.cumulative[i] + (self.cumulative[i + 1] - self.cumulative[i]) * share
+            return cumulative[i] + (cumulative[i + 1] - cumulative[i]) * (pos - start) / (self.ends[i] - start)
         i, rest = divmod(pos, self.block)
-        if i + 1 >= len(self.cumulative):
-            return self.cumulative[-1]
-        return self.cumulative[i] + (self.cumulative[i + 1] - self.cumulative[i]) * rest / self.block
+        if i + 1 >= len(cumulative):
+            return cumulative[-1]
+        return cumulative[i] + (cumulative[i + 1] - cumulative[i]) * rest / self.block
 
-    def piece(self, start: int, end: int, dict_size: int) -> float:
-        """Estimated seconds of the piece ``[start, end)``: its preset, then its bytes."""
-        return PRIME_COST * min(start, dict_size) / 1e6 + self.at(end) - self.at(start)
+    def at(self, pos: int) -> float:
+        """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
+        return self._interpolate(self.cumulative, pos)
+
+    def piece(self, start: int, end: int, dict_size: int, first_seen: Lzma2Options | None = None) -> float:
+        """Estimated seconds of the piece ``[start, end)``: its preset, then its bytes.
+
+        With ``first_seen``, a piece that is mostly first-seen data is primed as
+        :func:`piece_options` sets it up: its preset is at most that window, digested by that match finder.
+        """
+        prime = PRIME_COST * min(start, dict_size)
+        if first_seen is not None and 2 * self.first_seen(start, end) >= end - start:
+            rate = PRIME_COST_BT4 if (first_seen.mf or "").startswith("bt") else PRIME_COST
+            prime = rate * min(start, dict_size, first_seen.dict_size)
+        return prime / 1e6 + self.at(end) - self.at(start)
 
 
-def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None = None) -> list[tuple[int, int]]:
+def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None = None,
+                 first_seen: Lzma2Options | None = None) -> list[tuple[int, int]]:
     """Offsets ``(start, end)`` of at most ``pieces`` consecutive, 16-aligned pieces.
 
     A piece costs its own bytes (as weighed by ``costs``) plus digesting its
-    ``min(start, dict_size)`` preset bytes; the bounds are chosen so that the
+    preset (:meth:`CostMap.piece`); the bounds are chosen so that the
     costliest piece, which sets the wall time, is as cheap as possible.
     The result depends only on the inputs, never on timing, so archives stay
     reproducible.
@@ -319,11 +341,11 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
             mid = (lo + hi) // 2 // step * step
             if mid <= lo:
                 break
-            if costs.piece(start, mid, dict_size) <= target:
+            if costs.piece(start, mid, dict_size, first_seen) <= target:
                 lo = mid
             else:
                 hi = mid
-        return lo if costs.piece(start, hi, dict_size) > target else hi
+        return lo if costs.piece(start, hi, dict_size, first_seen) > target else hi
 
     def plan(target: float) -> list[int]:
         bounds = [0]
@@ -331,7 +353,7 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
             bounds.append(min(piece_end(bounds[-1], target), total))
         return bounds
 
-    lo, hi = 0.0, costs.piece(0, total, dict_size) + PRIME_COST * dict_size / 1e6 + 1
+    lo, hi = 0.0, costs.piece(0, total, dict_size) + PRIME_COST_BT4 * dict_size / 1e6 + 1
     for _ in range(50):
         mid = (lo + hi) / 2
         if plan(mid)[-1] >= total and len(plan(mid)) - 1 <= pieces:
@@ -389,13 +411,119 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
         seen = (seen + [mine])[-2:]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # lzma releases the GIL
         rates = list(pool.map(_sample_rate, samples))
-    cumulative, ends, pos = [0.0], [], 0
+    cumulative, ends, pos, fresh_bytes = [0.0], [], 0, [0]
     for size, is_new, stretch in zip(sizes, new_flags, stretch_of, strict=True):
         rate = rates[stretch] * (FIRST_FILE if first_file[stretch] else 1.0) if is_new else REPEAT_COST
         cumulative.append(cumulative[-1] + size * rate / 1e6)
+        fresh_bytes.append(fresh_bytes[-1] + (size if is_new else 0))
         pos += size
         ends.append(pos)
-    return CostMap(block, cumulative, sum(n for n, new in zip(sizes, new_flags, strict=True) if new), ends)
+    return CostMap(block, cumulative, fresh_bytes[-1], ends, fresh_bytes)
+
+
+class _Allocator(ctypes.Structure):
+    _fields_ = [("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p), ("opaque", ctypes.c_void_p)]
+
+
+_ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)
+_FREE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+#: Priming samples this many 4 KiB blocks of the window to check the preset is still there.
+_PRIME_CHECKS = 64
+#: Presets from this size on are read into the encoder's window; smaller ones are copied, which costs
+#: little, and their windows are not much larger than liblzma's own coder structures.
+IN_PLACE_MIN = 16 << 20
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """Zeroed memory the system hands out page by page as it is first touched."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, max(1, size), flags=mmap.MAP_PRIVATE)
+    return mmap.mmap(-1, max(1, size))
+
+
+class _WindowAllocator:
+    """liblzma's allocator for one encoder, which primes it without a second copy of the preset.
+
+    liblzma copies the preset dictionary into the window buffer it allocates
+    while the encoder starts (``lz_encoder_init``: the buffer, of at least
+    the dictionary size, is its first such allocation, before the hash
+    tables). Here that allocation is the memory the preset was read into, so
+    the copy is onto itself and the preset's 1.5 GB exist once, not twice:
+    that copy set the packer's peak memory. Every other allocation is plain
+    anonymous memory. :meth:`check_primed` then samples the window against
+    the source, so a liblzma that allocated otherwise fails loudly instead of
+    packing from a wrong dictionary.
+    """
+
+    def __init__(self, dict_size: int, preset_len: int) -> None:
+        self.dict_size, self.preset_len = dict_size, preset_len
+        # liblzma's window: the dictionary, half of it again as room to move (lz_encoder_prepare), and
+        # a little; reserved, not touched, so the unused tail costs nothing.
+        self.window = _anonymous(dict_size + dict_size // 2 + (8 << 20)) if preset_len else None
+        #: the smallest allocation that can be the window: the dictionary and half of it again
+        self.in_place = self.window is not None and preset_len >= IN_PLACE_MIN
+        self.handed = False
+        self.blocks: dict[int, tuple[mmap.mmap, ctypes.c_char]] = {}
+        self._alloc, self._free = _ALLOC(self._on_alloc), _FREE(self._on_free)
+        self.struct = _Allocator(ctypes.cast(self._alloc, ctypes.c_void_p), ctypes.cast(self._free, ctypes.c_void_p),
+                                 None)
+        self._window_char = ctypes.c_char.from_buffer(self.window) if self.window is not None else None
+        self.address = ctypes.addressof(self._window_char) if self._window_char is not None else 0
+
+    def preset(self) -> memoryview:
+        """Where the preset is to be read."""
+        assert self.window is not None
+        return memoryview(self.window)[: self.preset_len]
+
+    def _on_alloc(self, _opaque: int | None, count: int, size: int) -> int:
+        total = count * size
+        if (self.in_place and self.window is not None and not self.handed
+                and self.dict_size + self.dict_size // 2 <= total <= len(self.window)):
+            self.handed = True
+            return self.address
+        block = _anonymous(total)
+        char = ctypes.c_char.from_buffer(block)
+        address = ctypes.addressof(char)
+        self.blocks[address] = (block, char)
+        return address
+
+    def _on_free(self, _opaque: int | None, address: int | None) -> None:
+        if address:
+            self.blocks.pop(address, None)
+
+    def check_primed(self, source: Source, offset: int) -> None:
+        """Fail when the window no longer holds the preset (a liblzma that allocates otherwise)."""
+        if not self.preset_len:
+            return
+        assert self.window is not None
+        if not self.handed:
+            # liblzma copied the preset into a buffer of its own: correct, only not the memory saving.
+            self.release_window()
+            return
+        step = max(4096, self.preset_len // _PRIME_CHECKS // 4096 * 4096)
+        sample = bytearray(4096)
+        for at in range(0, self.preset_len, step):
+            n = min(4096, self.preset_len - at)
+            source.read_into(offset + at, memoryview(sample)[:n])
+            if self.window[at : at + n] != sample[:n]:
+                raise ArchiveError(
+                    f"liblzma {liblzma().lzma_version_string().decode()} did not keep the preset dictionary in "
+                    "the window it allocated; pack with --engine 7zz or python"
+                )
+
+    def release_window(self) -> None:
+        if self.window is not None:
+            self._window_char = None
+            self.window.close()
+            self.window = None
+
+    def release(self) -> None:
+        """Drop every block (after lzma_end)."""
+        self.blocks.clear()
+        if self.window is not None:
+            self._window_char = None
+            self.window.close()
+            self.window = None
 
 
 def _check(ret: int, what: str) -> None:
@@ -428,58 +556,65 @@ def encode_piece(
     preset_len = min(start, options.dict_size)
     filters = (_Filter * 2)(_Filter(FILTER_LZMA2, ctypes.addressof(opts)), _Filter(2**64 - 1, None))
     strm = _Stream()
-    with priming or contextlib.nullcontext():  # one preset copy in memory at a time
-        preset = None
-        if preset_len:
-            preset = bytearray(preset_len)
-            source.read_into(start - preset_len, memoryview(preset))
-            opts.preset_dict = ctypes.addressof((ctypes.c_char * preset_len).from_buffer(preset))
-            opts.preset_dict_size = preset_len
-        _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
-        del preset  # liblzma copied it into its window during setup
-    if on_primed is not None:
-        on_primed()
+    allocator = _WindowAllocator(options.dict_size, preset_len)
+    strm.allocator = ctypes.addressof(allocator.struct)
+    try:
+        with priming or contextlib.nullcontext():  # presets are read one at a time
+            if preset_len:
+                source.read_into(start - preset_len, allocator.preset())
+                opts.preset_dict = allocator.address
+                opts.preset_dict_size = preset_len
+            _check(lib.lzma_raw_encoder(ctypes.byref(strm), filters), "encoder setup")
+            allocator.check_primed(source, start - preset_len)
+        if on_primed is not None:
+            on_primed()
+        return _encode_primed(lib, strm, source, start, end, out, progress, last=last, cancel=cancel)
+    finally:
+        lib.lzma_end(ctypes.byref(strm))
+        allocator.release()
+
+
+def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, end: int,
+                   out: Callable[[bytes], object], progress: Callable[[int], None] | None, *, last: bool,
+                   cancel: threading.Event | None) -> int:
     outbuf = ctypes.create_string_buffer(_IO_CHUNK)
     inbuf = bytearray(_IO_CHUNK)
     inview = memoryview(inbuf)
     in_addr = ctypes.addressof((ctypes.c_char * _IO_CHUNK).from_buffer(inbuf))
     written = 0
     pending = b""  # the last byte, held back until we know whether it is the end marker
-    try:
-        pos = start
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise ArchiveError("packing was cancelled")
-            action = _RUN
-            if strm.avail_in == 0:
-                n = min(_IO_CHUNK, end - pos)
-                if n:
-                    source.read_into(pos, inview[:n])
-                    pos += n
-                    strm.next_in, strm.avail_in = in_addr, n
-                    if progress:
-                        progress(n)
-            if pos >= end:
-                action = _FINISH
-            strm.next_out, strm.avail_out = ctypes.addressof(outbuf), _IO_CHUNK
-            ret = lib.lzma_code(ctypes.byref(strm), action)
-            _check(ret, "encoding")
-            produced = _IO_CHUNK - strm.avail_out
-            if produced:
-                data = pending + outbuf.raw[:produced]
-                out(data[:-1])
-                written += len(data) - 1
-                pending = data[-1:]
-            if ret == _STREAM_END:
-                break
-        if pending != b"\x00":
-            raise ArchiveError("liblzma ended an LZMA2 piece without its end marker; cannot join pieces")
-        if last:
-            out(pending)
-            written += 1
-        return written
-    finally:
-        lib.lzma_end(ctypes.byref(strm))
+    pos = start
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise ArchiveError("packing was cancelled")
+        action = _RUN
+        if strm.avail_in == 0:
+            n = min(_IO_CHUNK, end - pos)
+            if n:
+                source.read_into(pos, inview[:n])
+                pos += n
+                strm.next_in, strm.avail_in = in_addr, n
+                if progress:
+                    progress(n)
+        if pos >= end:
+            action = _FINISH
+        strm.next_out, strm.avail_out = ctypes.addressof(outbuf), _IO_CHUNK
+        ret = lib.lzma_code(ctypes.byref(strm), action)
+        _check(ret, "encoding")
+        produced = _IO_CHUNK - strm.avail_out
+        if produced:
+            data = pending + outbuf.raw[:produced]
+            out(data[:-1])
+            written += len(data) - 1
+            pending = data[-1:]
+        if ret == _STREAM_END:
+            break
+    if pending != b"\x00":
+        raise ArchiveError("liblzma ended an LZMA2 piece without its end marker; cannot join pieces")
+    if last:
+        out(pending)
+        written += 1
+    return written
 
 
 @dataclass(frozen=True)
@@ -493,10 +628,13 @@ class PieceStats:
     prime_seconds: float  # digesting the preset alone
     model: float  # CostMap.piece's estimate
     memory: int  # liblzma's estimate of its encoder
+    match_finder: str = ""
+    window: int = 0
 
     def describe(self) -> str:
         return (f"{(self.end - self.start) / 1e6:.0f} MB -> {self.packed / 1e6:.2f} MB in {self.seconds:.1f} s "
-                f"(preset {self.prime_seconds:.1f} s, model {self.model:.0f} s)")
+                f"({self.match_finder}, window {self.window >> 20} MiB, preset {self.prime_seconds:.1f} s, "
+                f"model {self.model:.0f} s)")
 
 
 @dataclass(frozen=True)
@@ -528,6 +666,24 @@ def piece_window(options: Lzma2Options, start: int, end: int) -> int:
     return min(options.dict_size, max(1 << 16, -(-(min(start, options.dict_size) + end - start) // ALIGN) * ALIGN))
 
 
+def piece_options(options: Lzma2Options, start: int, end: int, costs: CostMap | None = None,
+                  first_seen: Lzma2Options | None = None) -> Lzma2Options:
+    """The encoder settings of the piece ``[start, end)``.
+
+    A piece whose bytes are mostly first-seen (by ``costs``) takes
+    ``first_seen``'s settings (pack's default: bt4, whose binary trees find
+    the longest match where hc4's chains give up, in a 128 MiB window) with
+    its window at most ``first_seen.dict_size``; other
+    pieces, mostly repeats that only the whole window reaches, take
+    ``options``. Only the inputs and the options decide, never the memory
+    budget or the worker count.
+    """
+    window = piece_window(options, start, end)
+    if first_seen is None or costs is None or 2 * costs.first_seen(start, end) < end - start:
+        return replace(options, dict_size=window)
+    return replace(first_seen, dict_size=max(1 << 16, min(window, first_seen.dict_size) // ALIGN * ALIGN))
+
+
 def encode_parallel(
     source: Source,
     options: Lzma2Options,
@@ -538,6 +694,7 @@ def encode_parallel(
     costs: CostMap | None = None,
     progress: Callable[[int], None] | None = None,
     memory: int | None = None,
+    first_seen: Lzma2Options | None = None,
 ) -> EncodeResult:
     """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` on up to ``workers`` threads.
 
@@ -545,21 +702,20 @@ def encode_parallel(
     encoder fits in ``memory`` beside the running ones (one always runs), so a
     small budget runs them one by one and a large one side by side; the
     bytes never depend on either. Each piece goes to a temporary file beside
-    ``out_path`` and the pieces are joined in order.
+    ``out_path`` and the pieces are joined in order. Pieces that are mostly
+    first-seen data are encoded with ``first_seen`` (see :func:`piece_options`).
     """
     dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
     options = replace(options, dict_size=max(dict_size, 1 << 16))
-    bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs)
-    windows = [piece_window(options, a, b) for a, b in bounds]
-    needs = [replace(options, dict_size=w).memusage() for w in windows]
-    # A piece's preset is copied into its encoder's window while the encoder starts; presets are read one
-    # at a time (priming), so the budget keeps room for one beside the running encoders.
-    transient = max((min(a, options.dict_size) for a, _ in bounds), default=0)
+    bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs, first_seen)
+    settings = [piece_options(options, a, b, costs, first_seen) for a, b in bounds]
+    needs = [o.memusage() for o in settings]
+    # A piece's preset is read straight into its encoder's window (_WindowAllocator): no room beyond needs.
     lock = threading.Lock()
     room = threading.Condition(lock)
     priming = threading.Lock()
     held = _Held()
-    budget = memory if memory is not None else sum(needs) + transient
+    budget = memory if memory is not None else sum(needs)
 
     def tick(n: int) -> None:
         if progress:
@@ -572,7 +728,7 @@ def encode_parallel(
     def run(i: int) -> Path:
         start, end = bounds[i]
         with room:  # wait until this encoder fits beside the running ones
-            while held.running and held.memory + needs[i] + transient > budget and not cancel.is_set():
+            while held.running and held.memory + needs[i] > budget and not cancel.is_set():
                 room.wait(0.5)
             held.memory += needs[i]
             held.running += 1
@@ -584,7 +740,7 @@ def encode_parallel(
             if cancel.is_set():
                 raise ArchiveError("packing was cancelled")
             with open(part, "wb") as f:
-                packed = encode_piece(source, start, end, replace(options, dict_size=windows[i]), f.write, tick,
+                packed = encode_piece(source, start, end, settings[i], f.write, tick,
                                       last=i == len(bounds) - 1, cancel=cancel, priming=priming,
                                       on_primed=lambda: primed.append(time.monotonic() - began))
         except BaseException:
@@ -595,9 +751,9 @@ def encode_parallel(
                 held.memory -= needs[i]
                 held.running -= 1
                 room.notify_all()
-        model = costs.piece(start, end, options.dict_size) if costs else 0.0
+        model = costs.piece(start, end, options.dict_size, first_seen) if costs else 0.0
         stats[i] = PieceStats(start, end, packed, time.monotonic() - began, primed[0] if primed else 0.0,
-                              model, needs[i])
+                              model, needs[i], settings[i].mf or "preset", settings[i].dict_size)
         return part
 
     parts: list[Path] = []
