@@ -671,9 +671,8 @@ def piece_options(options: Lzma2Options, start: int, end: int, costs: CostMap | 
     """The encoder settings of the piece ``[start, end)``.
 
     A piece whose bytes are mostly first-seen (by ``costs``) takes
-    ``first_seen``'s settings (pack's default: bt4, whose binary trees find
-    the longest match where hc4's chains give up, in a 128 MiB window) with
-    its window at most ``first_seen.dict_size``; other
+    ``first_seen``'s settings (pack's ``--first-seen-match-finder``, off by
+    default) with its window at most ``first_seen.dict_size``; other
     pieces, mostly repeats that only the whole window reaches, take
     ``options``. Only the inputs and the options decide, never the memory
     budget or the worker count.

@@ -320,13 +320,15 @@ class PackOptions:
     #: that a window spanning a library holds: on the realistic corpus, 32 MB of .strtab primed with the
     #: 1.4 GB before it packed 16.6% smaller at 1.7x the encoding time, x86 code 0.9% smaller at 1.7x.
     nice_len: int = 128
-    #: parallel engine: the match finder of pieces that are mostly first-seen data ("none": ``mf`` everywhere),
-    #: and their largest window. bt4's trees find the longest match where hc4's chains give up. On the
-    #: realistic corpus, MB 384-726 of the first library packed to 29.60 MB with bt4 and a 128 MiB window in
-    #: 274 s and 1.4 GB, against 30.15 MB in 301 s and 4.9 GiB with hc4 and its whole 692 MiB window (bt4
-    #: with that whole window: 29.56 MB in 405 s, since bt4 digests a preset at 0.37 s/MB, ten times hc4).
-    #: New data finds its matches nearby; the far repeats are the next library's, in hc4 pieces.
-    first_seen_mf: str = "bt4"
+    #: parallel engine, off by default: the match finder of pieces that are mostly first-seen data ("none":
+    #: ``mf`` everywhere), and their largest window. bt4's trees find the longest match where hc4's chains
+    #: give up: on the realistic corpus, MB 384-726 of the first library packed to 29.60 MB with bt4 in a
+    #: 128 MiB window in 274 s, against 30.15 MB in 301 s with hc4 and its whole 692 MiB window. But the
+    #: full-size benchmark (docs/benchmarks.md) lost far more than that: the first library's last piece
+    #: (its symbol tables match names 1.2 GB back) went from 17.0 to 33.9 MB, and a piece that was mostly
+    #: the second library counted as first-seen (its new device images are new blocks, yet match the
+    #: previous library's far back) and went from 7.9 to 88.0 MB. The 4 KiB-block test cannot see either.
+    first_seen_mf: str = "none"
     first_seen_window: int = 128 << 20
     memory: int = DEFAULT_MEMORY
     sevenzip: str | None = None
@@ -662,9 +664,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--match-finder", choices=("hc4", "bt4"), default="hc4",
                    help="parallel engine: hc4 (default, about 2x faster, 10 GiB at a 1.5 GiB dictionary) "
                         "or bt4 (about 2%% smaller, 16 GiB)")
-    p.add_argument("--first-seen-match-finder", choices=("bt4", "hc4", "none"), default="bt4",
-                   help="parallel engine: match finder of the pieces that are mostly first-seen data (default "
-                        "bt4: about 2%% smaller there, and faster; none: --match-finder everywhere)")
+    p.add_argument("--first-seen-match-finder", choices=("bt4", "hc4", "none"), default="none",
+                   help="parallel engine, experimental: match finder of the pieces that are mostly first-seen "
+                        "data (default none: --match-finder everywhere; bt4 made the full-size corpus 74%% "
+                        "larger, see the pack reference)")
     p.add_argument("--first-seen-window", default="128m",
                    help="parallel engine: their largest window (default 128m: a bt4 encoder of about 1.4 GiB)")
     p.add_argument("--nice-len", type=int, default=128, metavar="8-273",
