@@ -282,6 +282,10 @@ class CostMap:
         rate = (NEW_BASE + NEW_SLOPE * 0.15) / 1e6
         return cls(block, [min(i * block, total) * rate for i in range(n + 1)], total)
 
+    def mostly_first_seen(self, start: int, end: int) -> bool:
+        """Whether at least half of ``[start, end)`` is first-seen: such a piece takes the ``first_seen`` settings."""
+        return 2 * self.first_seen(start, end) >= end - start
+
     def first_seen(self, start: int, end: int) -> int:
         """First-seen bytes in ``[start, end)`` (whole blocks at the bounds count in proportion)."""
         if not self.new_cumulative:
@@ -311,7 +315,7 @@ class CostMap:
         :func:`piece_options` sets it up: its preset is at most that window, digested by that match finder.
         """
         prime = PRIME_COST * min(start, dict_size)
-        if first_seen is not None and 2 * self.first_seen(start, end) >= end - start:
+        if first_seen is not None and self.mostly_first_seen(start, end):
             rate = PRIME_COST_BT4 if (first_seen.mf or "").startswith("bt") else PRIME_COST
             prime = rate * min(start, dict_size, first_seen.dict_size)
         return prime / 1e6 + self.at(end) - self.at(start)
@@ -520,10 +524,7 @@ class _WindowAllocator:
     def release(self) -> None:
         """Drop every block (after lzma_end)."""
         self.blocks.clear()
-        if self.window is not None:
-            self._window_char = None
-            self.window.close()
-            self.window = None
+        self.release_window()
 
 
 def _check(ret: int, what: str) -> None:
@@ -678,7 +679,7 @@ def piece_options(options: Lzma2Options, start: int, end: int, costs: CostMap | 
     budget or the worker count.
     """
     window = piece_window(options, start, end)
-    if first_seen is None or costs is None or 2 * costs.first_seen(start, end) < end - start:
+    if first_seen is None or costs is None or not costs.mostly_first_seen(start, end):
         return replace(options, dict_size=window)
     return replace(first_seen, dict_size=max(1 << 16, min(window, first_seen.dict_size) // ALIGN * ALIGN))
 
