@@ -336,6 +336,13 @@ class PackOptions:
     #: are the same on a 2-core laptop and a 64-core runner.
     pieces: int = 6
 
+    def first_seen_options(self, window: int) -> lzma2.Lzma2Options | None:
+        """The parallel engine's settings for mostly first-seen pieces, in a stream of ``window``; None when off."""
+        if self.first_seen_mf == "none":
+            return None
+        return lzma2.Lzma2Options(dict_size=min(window, self.first_seen_window), preset=self.preset,
+                                  mf=self.first_seen_mf, nice_len=self.nice_len)
+
 
 def _small_folder(small: Sequence[tuple[str, bytes]]) -> tuple[bytes, int, list]:
     data = b"".join(d for _, d in small)
@@ -352,9 +359,8 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
     window = min(dict_size, max(total, 1 << 16) // 16 * 16 + 16)
     try:
         per = lzma2.Lzma2Options(dict_size=window, preset=opts.preset, mf=opts.mf).memusage()
-        if opts.engine == "parallel" and opts.first_seen_mf != "none":
-            first = lzma2.Lzma2Options(dict_size=min(window, opts.first_seen_window), preset=opts.preset,
-                                       mf=opts.first_seen_mf)
+        first = opts.first_seen_options(window) if opts.engine == "parallel" else None
+        if first is not None:
             per = max(per, first.memusage())
     except ToolchainError:
         if opts.engine == "parallel":
@@ -380,10 +386,7 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
     if costs is not None:
         log.info(f"plan: {costs.new_bytes / 1e6:.0f} MB first-seen, {(source.size - costs.new_bytes) / 1e6:.0f} MB "
                  f"repeated; about {costs.at(source.size):.0f} s of encoding on one core")
-    first_seen = None
-    if opts.first_seen_mf != "none":
-        first_seen = lzma2.Lzma2Options(dict_size=min(dict_size, opts.first_seen_window), preset=opts.preset,
-                                        mf=opts.first_seen_mf, nice_len=opts.nice_len)
+    first_seen = opts.first_seen_options(dict_size)
     finders = opts.mf if first_seen is None else (
         f"{opts.mf}, {opts.first_seen_mf} for mostly first-seen pieces (window at most "
         f"{first_seen.dict_size >> 20} MiB)")
