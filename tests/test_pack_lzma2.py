@@ -271,7 +271,7 @@ def test_first_seen_pieces_take_bt4_and_repeats_keep_the_whole_window(tmp_path):
     (tmp_path / "a").write_bytes(first)
     (tmp_path / "b").write_bytes(first)  # all repeats of a
     paths = [tmp_path / "a", tmp_path / "b"]
-    costs = lzma2.estimate_costs(paths)
+    costs = lzma2.estimate_costs(paths, probe=True)
     assert costs.first_seen(0, 1 << 20) == 1 << 20 and costs.first_seen(1 << 20, 2 << 20) == 0
     options = lzma2.Lzma2Options(dict_size=(1 << 20) + (1 << 16), preset=1, mf="hc4")
     first_seen = lzma2.Lzma2Options(dict_size=1 << 19, preset=1, mf="bt4")
@@ -280,6 +280,8 @@ def test_first_seen_pieces_take_bt4_and_repeats_keep_the_whole_window(tmp_path):
     assert (new.mf, new.dict_size) == ("bt4", 1 << 19)
     assert (repeat.mf, repeat.dict_size) == ("hc4", (1 << 20) + (1 << 16))
     assert lzma2.piece_options(options, 0, 1 << 20, None, first_seen).mf == "hc4"  # no cost map: one setting
+    unprobed = lzma2.estimate_costs(paths)  # without the far-match probe no piece is known to be safe
+    assert lzma2.piece_options(options, 0, 1 << 20, unprobed, first_seen).mf == "hc4"
     out = tmp_path / "stream.lzma2"
     result = lzma2.encode_parallel(lzma2.Source(paths), options, out, workers=2, pieces=2, costs=costs,
                                    first_seen=first_seen)
@@ -290,3 +292,23 @@ def test_first_seen_pieces_take_bt4_and_repeats_keep_the_whole_window(tmp_path):
     assert last.match_finder == "hc4" and 2 * costs.first_seen(last.start, last.end) < last.end - last.start
     # its new (random) bytes stay their size; the second file is long matches a whole window back
     assert last.packed < costs.first_seen(last.start, last.end) + 20000
+
+
+def test_new_blocks_that_repeat_far_back_keep_the_whole_window(tmp_path):
+    """The symbol-table case: no 4 KiB block repeats (the copy is shifted by 7 bytes), yet every anchor
+    has its copy a file back, beyond the first-seen window: such a piece keeps hc4 and the whole window."""
+    rng = random.Random(11)
+    first = rng.randbytes(1 << 20)
+    (tmp_path / "a").write_bytes(first)
+    (tmp_path / "b").write_bytes(rng.randbytes(7) + first[:-7])
+    paths = [tmp_path / "a", tmp_path / "b"]
+    costs = lzma2.estimate_costs(paths, probe=True)
+    assert costs.mostly_first_seen(1 << 20, 2 << 20)  # the block test alone calls it new
+    assert costs.distances is not None and costs.distances.far(1 << 20, 2 << 20, 1 << 19) > 0.9
+    options = lzma2.Lzma2Options(dict_size=(1 << 20) + (1 << 16), preset=1, mf="hc4")
+    first_seen = lzma2.Lzma2Options(dict_size=1 << 19, preset=1, mf="bt4")
+    shifted = lzma2.piece_options(options, 1 << 20, 2 << 20, costs, first_seen)
+    assert (shifted.mf, shifted.dict_size) == ("hc4", (1 << 20) + (1 << 16))
+    # with a window that reaches the copy, a small window loses nothing
+    wide = lzma2.Lzma2Options(dict_size=(1 << 20) + (1 << 16), preset=1, mf="bt4")
+    assert lzma2.piece_options(options, 1 << 20, 2 << 20, costs, wide).mf == "bt4"

@@ -39,9 +39,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipex_aot import platforms
 from ipex_aot.errors import ArchiveError, ToolchainError
+
+if TYPE_CHECKING:
+    from ipex_aot.farmatch import MatchDistances
 
 #: liblzma refuses larger dictionaries (lz_encoder_prepare).
 DICT_MAX = (1 << 30) + (1 << 29)
@@ -257,6 +261,14 @@ REPEAT_COST = 0.05
 PRIME_COST = 0.038
 #: ... and with bt4, which sorts every position into its binary trees: 100 s for the corpus's first 256 MiB.
 PRIME_COST_BT4 = 0.37
+#: a piece whose anchors' nearest earlier copies lie beyond the first-seen window for more than this share
+#: keeps the whole window (:meth:`CostMap.takes_first_seen`).
+FAR_MAX = 0.1
+#: liblzma's hc4 depth at nice_len 128 (4 + nice_len / 4), which the rates above were measured with ...
+HC4_DEPTH = 36
+#: ... and the extra encoding time per extra candidate (pack's --depth): depth 80 took 1.45x and 1.36x on the
+#: first library's symbol tables and on the third library, depth 150 2.7x and 2.5x (2026-12-03, one core).
+DEPTH_COST = 0.009
 #: the stretch of the stream one sample speaks for.
 SAMPLE_EVERY = _IO_CHUNK
 SAMPLE_SIZE = 1 << 20
@@ -275,6 +287,8 @@ class CostMap:
     ends: list[int] = field(default_factory=list)
     #: first-seen bytes of blocks [0, i), beside ``cumulative``; empty when every byte is first-seen
     new_cumulative: list[int] = field(default_factory=list)
+    #: how far back the stream's repeats reach (:mod:`ipex_aot.farmatch`); None when not probed
+    distances: MatchDistances | None = None
 
     @classmethod
     def uniform(cls, total: int, block: int = 1 << 20) -> CostMap:
@@ -283,8 +297,20 @@ class CostMap:
         return cls(block, [min(i * block, total) * rate for i in range(n + 1)], total)
 
     def mostly_first_seen(self, start: int, end: int) -> bool:
-        """Whether at least half of ``[start, end)`` is first-seen: such a piece takes the ``first_seen`` settings."""
+        """Whether at least half of ``[start, end)`` is first-seen."""
         return 2 * self.first_seen(start, end) >= end - start
+
+    def takes_first_seen(self, start: int, end: int, window: int) -> bool:
+        """Whether ``[start, end)`` loses nothing in a ``window`` much smaller than the dictionary.
+
+        It must be mostly first-seen, and at most :data:`FAR_MAX` of its
+        anchors may have their nearest earlier copy beyond ``window``. On
+        the realistic corpus the first library's first three pieces have
+        0.0-2.7% far anchors, the piece with its symbol tables 32%, and the
+        later libraries' pieces 49-57%. Without a probe: never.
+        """
+        return (self.distances is not None and self.mostly_first_seen(start, end)
+                and self.distances.far(start, end, window) <= FAR_MAX)
 
     def first_seen(self, start: int, end: int) -> int:
         """First-seen bytes in ``[start, end)`` (whole blocks at the bounds count in proportion)."""
@@ -308,21 +334,26 @@ class CostMap:
         """Cost of the stream's first ``pos`` bytes (linear inside a block)."""
         return self._interpolate(self.cumulative, pos)
 
-    def piece(self, start: int, end: int, dict_size: int, first_seen: Lzma2Options | None = None) -> float:
+    def piece(self, start: int, end: int, dict_size: int, first_seen: Lzma2Options | None = None,
+              depth: int | None = None) -> float:
         """Estimated seconds of the piece ``[start, end)``: its preset, then its bytes.
 
-        With ``first_seen``, a piece that is mostly first-seen data is primed as
-        :func:`piece_options` sets it up: its preset is at most that window, digested by that match finder.
+        With ``first_seen``, a piece that takes it is primed as :func:`piece_options`
+        sets it up: its preset is at most that window, digested by that match finder.
+        Other pieces search ``depth`` candidates (None: liblzma's).
         """
         prime = PRIME_COST * min(start, dict_size)
-        if first_seen is not None and self.mostly_first_seen(start, end):
+        work = self.at(end) - self.at(start)
+        if first_seen is not None and self.takes_first_seen(start, end, first_seen.dict_size):
             rate = PRIME_COST_BT4 if (first_seen.mf or "").startswith("bt") else PRIME_COST
             prime = rate * min(start, dict_size, first_seen.dict_size)
-        return prime / 1e6 + self.at(end) - self.at(start)
+        elif depth:
+            work *= 1 + DEPTH_COST * max(0, depth - HC4_DEPTH)
+        return prime / 1e6 + work
 
 
 def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None = None,
-                 first_seen: Lzma2Options | None = None) -> list[tuple[int, int]]:
+                 first_seen: Lzma2Options | None = None, depth: int | None = None) -> list[tuple[int, int]]:
     """Offsets ``(start, end)`` of at most ``pieces`` consecutive, 16-aligned pieces.
 
     A piece costs its own bytes (as weighed by ``costs``) plus digesting its
@@ -345,11 +376,11 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
             mid = (lo + hi) // 2 // step * step
             if mid <= lo:
                 break
-            if costs.piece(start, mid, dict_size, first_seen) <= target:
+            if costs.piece(start, mid, dict_size, first_seen, depth) <= target:
                 lo = mid
             else:
                 hi = mid
-        return lo if costs.piece(start, hi, dict_size, first_seen) > target else hi
+        return lo if costs.piece(start, hi, dict_size, first_seen, depth) > target else hi
 
     def plan(target: float) -> list[int]:
         bounds = [0]
@@ -357,7 +388,7 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
             bounds.append(min(piece_end(bounds[-1], target), total))
         return bounds
 
-    lo, hi = 0.0, costs.piece(0, total, dict_size) + PRIME_COST_BT4 * dict_size / 1e6 + 1
+    lo, hi = 0.0, costs.piece(0, total, dict_size, depth=depth) + PRIME_COST_BT4 * dict_size / 1e6 + 1
     for _ in range(50):
         mid = (lo + hi) / 2
         if plan(mid)[-1] >= total and len(plan(mid)) - 1 <= pieces:
@@ -377,7 +408,8 @@ def _sample_rate(sample: bytes) -> float:
     return NEW_BASE + NEW_SLOPE * len(packed) / len(sample)
 
 
-def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, jobs: int = 1) -> CostMap:
+def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, jobs: int = 1,
+                   probe: bool = False) -> CostMap:
     """Where the new data is, and how costly it is to encode: a deterministic model of the encoder's time.
 
     Per-generation builds share host code and SPIR-V byte for byte, so their
@@ -386,7 +418,9 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
     MB per GB of input). New data costs what its kind costs: each 8 MiB
     stretch's new blocks are weighed by LZMA preset 0 on up to 1 MiB of them
     (about 1/8 of the new bytes, compressed on ``jobs`` threads). Only the
-    input's bytes decide the result, never timing.
+    input's bytes decide the result, never timing. With ``probe``, it also
+    measures how far back repeats reach (:func:`ipex_aot.farmatch.match_distances`,
+    about 30 s per GB on one core), which :meth:`CostMap.takes_first_seen` needs.
     """
     sizes: list[int] = []  # per block: its bytes (``block``, or less at a file's end)
     new_flags: list[bool] = []  # per block: first seen
@@ -422,7 +456,14 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
         fresh_bytes.append(fresh_bytes[-1] + (size if is_new else 0))
         pos += size
         ends.append(pos)
-    return CostMap(block, cumulative, fresh_bytes[-1], ends, fresh_bytes)
+    distances = None
+    if probe:
+        # Imported here, not above: numpy's Windows wheel needs ucrtbase's crealf, which Wine 8 lacks, and
+        # the Windows lane imports this module (pack); the probe runs only in the parallel engine.
+        from ipex_aot.farmatch import match_distances
+
+        distances = match_distances(paths, jobs)
+    return CostMap(block, cumulative, fresh_bytes[-1], ends, fresh_bytes, distances)
 
 
 class _Allocator(ctypes.Structure):
@@ -671,15 +712,14 @@ def piece_options(options: Lzma2Options, start: int, end: int, costs: CostMap | 
                   first_seen: Lzma2Options | None = None) -> Lzma2Options:
     """The encoder settings of the piece ``[start, end)``.
 
-    A piece whose bytes are mostly first-seen (by ``costs``) takes
-    ``first_seen``'s settings (pack's ``--first-seen-match-finder``, off by
-    default) with its window at most ``first_seen.dict_size``; other
-    pieces, mostly repeats that only the whole window reaches, take
-    ``options``. Only the inputs and the options decide, never the memory
+    A piece that loses nothing in a small window (:meth:`CostMap.takes_first_seen`)
+    takes ``first_seen``'s settings (pack's ``--first-seen-match-finder``)
+    with its window at most ``first_seen.dict_size``; other pieces, whose
+    repeats only the whole window reaches, take ``options``. Only the inputs and the options decide, never the memory
     budget or the worker count.
     """
     window = piece_window(options, start, end)
-    if first_seen is None or costs is None or not costs.mostly_first_seen(start, end):
+    if first_seen is None or costs is None or not costs.takes_first_seen(start, end, first_seen.dict_size):
         return replace(options, dict_size=window)
     return replace(first_seen, dict_size=max(1 << 16, min(window, first_seen.dict_size) // ALIGN * ALIGN))
 
@@ -707,7 +747,7 @@ def encode_parallel(
     """
     dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
     options = replace(options, dict_size=max(dict_size, 1 << 16))
-    bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs, first_seen)
+    bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs, first_seen, options.depth)
     settings = [piece_options(options, a, b, costs, first_seen) for a, b in bounds]
     needs = [o.memusage() for o in settings]
     # A piece's preset is read straight into its encoder's window (_WindowAllocator): no room beyond needs.
@@ -751,7 +791,7 @@ def encode_parallel(
                 held.memory -= needs[i]
                 held.running -= 1
                 room.notify_all()
-        model = costs.piece(start, end, options.dict_size, first_seen) if costs else 0.0
+        model = costs.piece(start, end, options.dict_size, first_seen, options.depth) if costs else 0.0
         stats[i] = PieceStats(start, end, packed, time.monotonic() - began, primed[0] if primed else 0.0,
                               model, needs[i], settings[i].mf or "preset", settings[i].dict_size)
         return part

@@ -320,15 +320,21 @@ class PackOptions:
     #: that a window spanning a library holds: on the realistic corpus, 32 MB of .strtab primed with the
     #: 1.4 GB before it packed 16.6% smaller at 1.7x the encoding time, x86 code 0.9% smaller at 1.7x.
     nice_len: int = 128
-    #: parallel engine, off by default: the match finder of pieces that are mostly first-seen data ("none":
-    #: ``mf`` everywhere), and their largest window. bt4's trees find the longest match where hc4's chains
-    #: give up: on the realistic corpus, MB 384-726 of the first library packed to 29.60 MB with bt4 in a
-    #: 128 MiB window in 274 s, against 30.15 MB in 301 s with hc4 and its whole 692 MiB window. But the
-    #: full-size benchmark (docs/benchmarks.md) lost far more than that: the first library's last piece
-    #: (its symbol tables match names 1.2 GB back) went from 17.0 to 33.9 MB, and a piece that was mostly
-    #: the second library counted as first-seen (its new device images are new blocks, yet match the
-    #: previous library's far back) and went from 7.9 to 88.0 MB. The 4 KiB-block test cannot see either.
-    first_seen_mf: str = "none"
+    #: LZMA's depth (7-Zip's mc): candidates ``mf`` tries at each position; 0 takes liblzma's (for hc4,
+    #: 4 + nice_len / 4: 36). 80 reaches more of the far repeats hc4's chains stop short of, in the pieces
+    #: that keep the whole window: on the realistic corpus (one core, 2026-12-03) the first library's
+    #: symbol tables packed 2.3% smaller at 1.37x the time (depth 150: 3.6% at 2.4x), the third library
+    #: 2.3% at 1.30x, and the second library's piece 8.7% at 2.2x with depth 150.
+    depth: int = 80
+    #: parallel engine: the match finder of pieces that are mostly first-seen data and whose repeats lie
+    #: within ``first_seen_window`` (:meth:`lzma2.CostMap.takes_first_seen`; "none": ``mf`` everywhere),
+    #: and their largest window. bt4's trees find the longest match where hc4's chains give up, and in
+    #: 128 MiB bt4 is faster than hc4 with a 1.5 GiB window (MB 384-726 of the realistic corpus: 29.60 MB
+    #: in 274 s against 30.15 MB in 301 s). A piece whose repeats are far (symbol names 1.2 GB back, a
+    #: later library's device images) keeps ``mf`` and the whole window: bt4 in a small window made such
+    #: pieces 2-11x larger. With ``depth`` 80, the corpus packs to 125.0 MB instead of 127.4 MB in about
+    #: the same wall time (docs/benchmarks.md).
+    first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
     memory: int = DEFAULT_MEMORY
     sevenzip: str | None = None
@@ -382,20 +388,22 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
 
     source = lzma2.Source([f.library for f in folders])
     _, per = plan_workers(source.size, dict_size, opts)  # warns when one encoder is over --memory
-    costs = lzma2.estimate_costs(source.paths, jobs=opts.jobs) if opts.pieces > 1 else None
+    first_seen = opts.first_seen_options(dict_size)
+    costs = (lzma2.estimate_costs(source.paths, jobs=opts.jobs, probe=first_seen is not None)
+             if opts.pieces > 1 else None)
     if costs is not None:
         log.info(f"plan: {costs.new_bytes / 1e6:.0f} MB first-seen, {(source.size - costs.new_bytes) / 1e6:.0f} MB "
                  f"repeated; about {costs.at(source.size):.0f} s of encoding on one core")
-    first_seen = opts.first_seen_options(dict_size)
-    finders = opts.mf if first_seen is None else (
-        f"{opts.mf}, {opts.first_seen_mf} for mostly first-seen pieces (window at most "
-        f"{first_seen.dict_size >> 20} MiB)")
+    finders = f"{opts.mf} (depth {opts.depth or 'liblzma'})" + ("" if first_seen is None else (
+        f", {opts.first_seen_mf} for first-seen pieces with near repeats (window at most "
+        f"{first_seen.dict_size >> 20} MiB)"))
     log.info(f"parallel LZMA2: up to {opts.jobs} worker(s) within {opts.memory / 2**30:.1f} GiB, dictionary "
              f"{dict_size >> 20} MiB, match finder {finders}, at most {per / 2**30:.1f} GiB per encoder")
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
         result = lzma2.encode_parallel(
-            source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf, nice_len=opts.nice_len),
+            source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf, nice_len=opts.nice_len,
+                                       depth=opts.depth or None),
             stream,
             workers=opts.jobs, pieces=opts.pieces, costs=costs, progress=progress, memory=opts.memory,
             first_seen=first_seen,
@@ -426,7 +434,7 @@ def _write_python(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[st
     """One core, Python's own lzma module (its liblzma, also on Windows): the parallel engine's bytes with one piece."""
     plan_workers(sum(f.size for f in folders), dict_size, replace(opts, jobs=1))  # warns when over --memory
     filters = [{"id": lzma.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size,
-                "mf": getattr(lzma, f"MF_{opts.mf.upper()}"), "nice_len": opts.nice_len}]
+                "mf": getattr(lzma, f"MF_{opts.mf.upper()}"), "nice_len": opts.nice_len, "depth": opts.depth}]
     encoder = lzma.LZMACompressor(format=lzma.FORMAT_RAW, filters=filters)
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
@@ -463,7 +471,8 @@ def _write_7zz(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, 
         for path in stage.rglob("*"):
             platforms.host().set_mtime(path, mtime)
         # -mf=off: 7-Zip would otherwise put BCJ2 in front of executables, which py7zr cannot read.
-        cmd = [exe, "a", "-t7z", f"-m0=lzma2:mf={opts.mf}:fb={opts.nice_len}", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
+        depth = f":mc={opts.depth}" if opts.depth else ""
+        cmd = [exe, "a", "-t7z", f"-m0=lzma2:mf={opts.mf}:fb={opts.nice_len}{depth}", "-mf=off", f"-mx{opts.preset}", f"-md={dict_size}b", f"-mmt={workers}", "-ms=on",
                "-mtm=off", "-mtc=off", "-mta=off", "-bd", "-bb0", "-y", str(tmp.resolve()), *names]
         run = children.run(cmd, cwd=stage, capture_output=True, text=True, errors="replace")
         if run.returncode != 0:
@@ -667,14 +676,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--match-finder", choices=("hc4", "bt4"), default="hc4",
                    help="parallel engine: hc4 (default, about 2x faster, 10 GiB at a 1.5 GiB dictionary) "
                         "or bt4 (about 2%% smaller, 16 GiB)")
-    p.add_argument("--first-seen-match-finder", choices=("bt4", "hc4", "none"), default="none",
-                   help="parallel engine, experimental: match finder of the pieces that are mostly first-seen "
-                        "data (default none: --match-finder everywhere; bt4 made the full-size corpus 74%% "
-                        "larger, see the pack reference)")
+    p.add_argument("--first-seen-match-finder", choices=("bt4", "hc4", "none"), default="bt4",
+                   help="parallel engine: match finder of the pieces that are mostly first-seen data and whose "
+                        "repeats lie within --first-seen-window (default bt4; none: --match-finder everywhere)")
     p.add_argument("--first-seen-window", default="128m",
                    help="parallel engine: their largest window (default 128m: a bt4 encoder of about 1.4 GiB)")
     p.add_argument("--nice-len", type=int, default=128, metavar="8-273",
                    help="LZMA nice_len (7-Zip's fb): longer searches, smaller archive, slower (default 128)")
+    p.add_argument("--depth", type=int, default=80, metavar="0-1000",
+                   help="LZMA depth (7-Zip's mc) of --match-finder: match candidates per position (default 80; "
+                        "0: liblzma's, 36 for hc4 at --nice-len 128)")
     p.add_argument("--pieces", type=int, default=6,
                    help="parallel engine: pieces of the stream (default 6); the archive's bytes depend on it, "
                         "not on --jobs")
@@ -763,11 +774,13 @@ def _cmd_pack(args: argparse.Namespace, settings: Settings) -> int:
     options = PackOptions(
         engine=args.engine, jobs=jobs, preset=args.preset, memory=parse_size(args.memory), mf=args.match_finder,
         dict_size=parse_size(args.dict_size) if args.dict_size else None, sevenzip=settings.sevenzip,
-        pieces=args.pieces, nice_len=args.nice_len, first_seen_mf=args.first_seen_match_finder,
+        pieces=args.pieces, nice_len=args.nice_len, depth=args.depth, first_seen_mf=args.first_seen_match_finder,
         first_seen_window=parse_size(args.first_seen_window),
     )
     if not 8 <= options.nice_len <= 273:
         raise UsageError("--nice-len must be between 8 and 273")
+    if not 0 <= options.depth <= 1000:
+        raise UsageError("--depth must be between 0 (liblzma's) and 1000")
     if options.pieces < 1:
         raise UsageError("--pieces must be at least 1")
     if not 1 << 20 <= options.first_seen_window <= lzma2.DICT_MAX:
