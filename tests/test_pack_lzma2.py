@@ -312,3 +312,19 @@ def test_new_blocks_that_repeat_far_back_keep_the_whole_window(tmp_path):
     # with a window that reaches the copy, a small window loses nothing
     wide = lzma2.Lzma2Options(dict_size=(1 << 20) + (1 << 16), preset=1, mf="bt4")
     assert lzma2.piece_options(options, 1 << 20, 2 << 20, costs, wide).mf == "bt4"
+
+
+def test_a_deeper_search_is_priced_where_it_runs(tmp_path):
+    """--depth costs time only in the pieces that keep the main match finder; bt4 pieces are priced by their preset."""
+    rng = random.Random(13)
+    first = rng.randbytes(1 << 20)
+    (tmp_path / "a").write_bytes(first)
+    (tmp_path / "b").write_bytes(first)
+    costs = lzma2.estimate_costs([tmp_path / "a", tmp_path / "b"], probe=True)
+    first_seen = lzma2.Lzma2Options(dict_size=1 << 19, preset=1, mf="bt4")
+    whole = (1 << 20) + (1 << 16)
+    repeat, deep = (costs.piece(1 << 20, 2 << 20, whole, first_seen, depth) for depth in (None, 80))
+    prime = lzma2.PRIME_COST * (1 << 20) / 1e6  # its preset: the whole first file, digested by hc4
+    work = repeat - prime
+    assert work > 0 and deep == pytest.approx(prime + work * (1 + lzma2.DEPTH_COST * (80 - lzma2.HC4_DEPTH)))
+    assert costs.piece(0, 1 << 20, whole, first_seen, 80) == costs.piece(0, 1 << 20, whole, first_seen)  # bt4
