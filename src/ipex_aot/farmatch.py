@@ -28,7 +28,8 @@ _ANCHOR_VALUE = 0x155
 _GOLDEN = np.uint32(0x9E3779B1)
 #: Bytes an anchor's digest covers: long enough that an equal digest means a match an encoder would take.
 SPAN = 32
-_MIX = tuple(np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 1))
+#: multipliers of the first three of a span's four 8-byte words (the fourth is taken as it is)
+_MIX = tuple(np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9))
 _CHUNK = 32 << 20
 
 
@@ -42,9 +43,6 @@ class MatchDistances:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, MatchDistances) and np.array_equal(self.positions, other.positions)
                 and np.array_equal(self.distances, other.distances))
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
     def far(self, start: int, end: int, window: int) -> float:
         """The share of ``[start, end)``'s anchors whose nearest earlier copy is more than ``window`` back."""

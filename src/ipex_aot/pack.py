@@ -332,8 +332,8 @@ class PackOptions:
     #: 128 MiB bt4 is faster than hc4 with a 1.5 GiB window (MB 384-726 of the realistic corpus: 29.60 MB
     #: in 274 s against 30.15 MB in 301 s). A piece whose repeats are far (symbol names 1.2 GB back, a
     #: later library's device images) keeps ``mf`` and the whole window: bt4 in a small window made such
-    #: pieces 2-11x larger. With ``depth`` 80, the corpus packs to 125.0 MB instead of 127.4 MB in about
-    #: the same wall time (docs/benchmarks.md).
+    #: pieces 2-11x larger. With ``depth`` 80, the corpus packs to 125.0 MB instead of 127.4 MB, in 914-960 s
+    #: with 2 workers instead of 903 s (docs/benchmarks.md).
     first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
     memory: int = DEFAULT_MEMORY
@@ -341,6 +341,11 @@ class PackOptions:
     #: Pieces of the parallel stream. Fixed, not tied to the worker count, so the archive's bytes
     #: are the same on a 2-core laptop and a 64-core runner.
     pieces: int = 6
+
+    def main_options(self, window: int) -> lzma2.Lzma2Options:
+        """The LZMA2 settings of every piece that does not take :meth:`first_seen_options`, in a ``window``."""
+        return lzma2.Lzma2Options(dict_size=window, preset=self.preset, mf=self.mf, nice_len=self.nice_len,
+                                  depth=self.depth or None)
 
     def first_seen_options(self, window: int) -> lzma2.Lzma2Options | None:
         """The parallel engine's settings for mostly first-seen pieces, in a stream of ``window``; None when off."""
@@ -364,7 +369,7 @@ def plan_workers(total: int, dict_size: int, opts: PackOptions) -> tuple[int, in
 
     window = min(dict_size, max(total, 1 << 16) // 16 * 16 + 16)
     try:
-        per = lzma2.Lzma2Options(dict_size=window, preset=opts.preset, mf=opts.mf).memusage()
+        per = opts.main_options(window).memusage()
         first = opts.first_seen_options(window) if opts.engine == "parallel" else None
         if first is not None:
             per = max(per, first.memusage())
@@ -402,9 +407,7 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
         result = lzma2.encode_parallel(
-            source, lzma2.Lzma2Options(dict_size=dict_size, preset=opts.preset, mf=opts.mf, nice_len=opts.nice_len,
-                                       depth=opts.depth or None),
-            stream,
+            source, opts.main_options(dict_size), stream,
             workers=opts.jobs, pieces=opts.pieces, costs=costs, progress=progress, memory=opts.memory,
             first_seen=first_seen,
         )
