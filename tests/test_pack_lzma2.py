@@ -9,12 +9,13 @@ import random
 import shutil
 import subprocess
 import zlib
+from pathlib import Path
 
 import py7zr
 import pytest
 from py7zr.archiveinfo import write_uint64
 
-from ipex_aot import lzma2, sevenz
+from ipex_aot import literals, lzma2, sevenz
 
 
 def _files(tmp_path, sizes=(600 << 10, 600 << 10, 400 << 10 | 5), seed=7):
@@ -314,6 +315,32 @@ def test_new_blocks_that_repeat_far_back_keep_the_whole_window(tmp_path):
     assert lzma2.piece_options(options, 1 << 20, 2 << 20, costs, wide).mf == "bt4"
 
 
+def test_pieces_never_mix_near_and_far_data(tmp_path, monkeypatch):
+    """New data, then a shifted copy of it (far repeats), then new data again: pieces are cut at both turns,
+    so the new stretches take bt4 and the copy keeps hc4 with the whole window."""
+    monkeypatch.setattr(lzma2, "RUN_GRID", 64 << 10)
+    monkeypatch.setattr(lzma2, "MIN_RUN", 128 << 10)
+    rng = random.Random(17)
+    first = rng.randbytes(1 << 20)
+    (tmp_path / "a").write_bytes(first)
+    (tmp_path / "b").write_bytes(rng.randbytes(7) + first[:-7])
+    (tmp_path / "c").write_bytes(rng.randbytes(1 << 20))
+    paths = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    costs = lzma2.estimate_costs(paths, probe=True)
+    first_seen = lzma2.Lzma2Options(dict_size=1 << 19, preset=1, mf="bt4")
+    assert costs.switch_points(3 << 20, first_seen.dict_size) == [1 << 20, 2 << 20]
+    whole = (2 << 20) + (1 << 16)
+    options = lzma2.Lzma2Options(dict_size=whole, preset=1, mf="hc4")
+    bounds = lzma2.split_pieces(3 << 20, 5, whole, costs, first_seen)
+    assert {1 << 20, 2 << 20} <= {a for a, _ in bounds} and len(bounds) <= 5
+    kinds = {(a >> 20): lzma2.piece_options(options, a, b, costs, first_seen).mf for a, b in bounds}
+    assert kinds == {0: "bt4", 1: "hc4", 2: "bt4"}
+    # more turns than pieces: cut by cost alone
+    assert len(lzma2.split_pieces(3 << 20, 2, whole, costs, first_seen)) == 2
+    assert costs.switch_points(3 << 20, 4 << 20) == []  # a window that reaches every copy: all near
+    assert lzma2.estimate_costs(paths).switch_points(3 << 20, 1 << 19) == []  # no probe: no turns
+
+
 def test_a_deeper_search_is_priced_where_it_runs(tmp_path):
     """--depth costs time only in the pieces that keep the main match finder; bt4 pieces are priced by their preset."""
     rng = random.Random(13)
@@ -328,3 +355,127 @@ def test_a_deeper_search_is_priced_where_it_runs(tmp_path):
     work = repeat - prime
     assert work > 0 and deep == pytest.approx(prime + work * (1 + lzma2.DEPTH_COST * (80 - lzma2.HC4_DEPTH)))
     assert costs.piece(0, 1 << 20, whole, first_seen, 80) == costs.piece(0, 1 << 20, whole, first_seen)  # bt4
+
+
+def _real_x86_library() -> str:
+    """A real x86-64 shared library from the test environment (numpy, a dependency): code, relocations, symbols."""
+    import numpy
+
+    path = os.path.join(os.path.dirname(numpy.__file__), "_core")
+    return os.path.join(path, next(n for n in sorted(os.listdir(path)) if n.startswith("_multiarray_umath")))
+
+
+def _readelf_sections(path: str) -> dict[str, tuple[int, int, str, str]]:
+    """name -> (offset, size, type, flags), from binutils' readelf: a reader independent of ours."""
+    out = subprocess.run(["readelf", "-SW", path], capture_output=True, text=True, check=True).stdout
+    sections = {}
+    for line in out.splitlines():
+        fields = line.replace("[ ", "[").split()
+        if len(fields) >= 8 and fields[0].startswith("[") and fields[0].endswith("]") and fields[1].startswith("."):
+            sections[fields[1]] = (int(fields[4], 16), int(fields[5], 16), fields[2], fields[7])
+    return sections
+
+
+def _chunk_props(stream: bytes) -> list[tuple[int, tuple[int, int, int]]]:
+    """(uncompressed offset, (lc, lp, pb)) of every LZMA2 chunk that sets new properties (control >= 0xC0)."""
+    out, pos, at = [], 0, 0
+    while stream[pos]:
+        control = stream[pos]
+        if control in (1, 2):  # stored chunk
+            size = int.from_bytes(stream[pos + 1 : pos + 3], "big") + 1
+            pos, at = pos + 3 + size, at + size
+            continue
+        unpacked = ((control & 0x1F) << 16 | int.from_bytes(stream[pos + 1 : pos + 3], "big")) + 1
+        packed = int.from_bytes(stream[pos + 3 : pos + 5], "big") + 1
+        head = 5
+        if control >= 0xC0:
+            prop = stream[pos + 5]
+            out.append((at, (prop % 9, prop // 9 % 5, prop // 45)))
+            head = 6
+        pos, at = pos + head + packed, at + unpacked
+    return out
+
+
+def test_code_and_tables_are_found_where_readelf_puts_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(literals, "MIN_REGION", 64 << 10)  # numpy's tables are a few hundred KB
+    lib = _real_x86_library()
+    sections = _readelf_sections(lib)
+    regions = literals.file_regions(lib)
+
+    def region_of(name):
+        off, size, _, _ = sections[name]
+        return next(r for r in regions if r.start <= off and off + size <= r.end)
+
+    text = region_of(".text")
+    assert text.kind == "code" and "X" in sections[".text"][3]
+    assert region_of(".rela.dyn").kind == "table" and region_of(".rela.dyn") == region_of(".rela.plt")
+    assert region_of(".symtab").kind == "table" and sections[".symtab"][2] == "SYMTAB"
+    rodata_off = sections[".rodata"][0]
+    assert not any(r.start <= rodata_off < r.end for r in regions)  # data keeps the default
+    assert all(r.end - r.start >= 64 << 10 for r in regions) and regions == sorted(regions)
+
+
+def test_the_trial_picks_record_settings_for_relocations_and_the_default_for_noise(monkeypatch):
+    monkeypatch.setattr(literals, "MIN_REGION", 64 << 10)
+    lib = _real_x86_library()
+    off, size, _, _ = _readelf_sections(lib)[".rela.dyn"]
+    with open(lib, "rb") as f:
+        f.seek(off)
+        relocations = f.read(size)  # 24-byte records aligned to 8
+    props = literals.choose(relocations, "table")
+    assert props != literals.DEFAULT and props[2] == 3  # pb 3: the position in an 8-byte word
+    assert literals.choose(random.Random(5).randbytes(1 << 20), "code") == literals.DEFAULT
+
+
+def test_a_stream_switches_settings_at_each_change(tmp_path, monkeypatch):
+    """Every change is a chunk with the new properties at its offset; the stream decodes in lzma and 7-Zip."""
+    monkeypatch.setattr(literals, "MIN_REGION", 64 << 10)
+    lib = _real_x86_library()
+    head = tmp_path / "not-elf.bin"  # a first file that keeps the default: offsets shift by its size
+    head.write_bytes(random.Random(3).randbytes(300 << 10))
+    paths = [head, lib]
+    base = head.stat().st_size
+    changes = literals.stream_changes(paths, jobs=2)
+    for region in literals.file_regions(lib):  # each region has what its trial chose
+        assert literals.props_at(changes, base + region.start) == literals.choose(
+            literals.sample(lib, region, base), region.kind)
+    # the encoder is checked with a setting for every region, whatever the trial chose
+    forced = []
+    for region in literals.file_regions(lib):
+        forced += [literals.Change(base + region.start, (0, 4, 4) if region.kind == "code" else (0, 3, 3)),
+                   literals.Change(base + region.end, literals.DEFAULT)]
+    source = lzma2.Source(paths)
+    opts = lzma2.Lzma2Options(dict_size=16 << 20, preset=6)
+    plain = lzma2.encode_parallel(source, opts, tmp_path / "plain", workers=2, pieces=3)
+    tuned = lzma2.encode_parallel(source, opts, tmp_path / "tuned", workers=2, pieces=3, changes=forced)
+    raw = head.read_bytes() + Path(lib).read_bytes()
+    stream = (tmp_path / "tuned").read_bytes()
+    assert _decode(stream, 16 << 20) == raw
+    props = dict(_chunk_props(stream))
+    for change in forced:
+        assert props.get(change.at) == change.props, change
+    for start, _ in tuned.pieces[1:]:  # (the first starts in random bytes, which liblzma stores)
+        assert props.get(start) == literals.props_at(forced, start)
+    assert tuned.pieces == plain.pieces and stream != (tmp_path / "plain").read_bytes()
+    archive = tmp_path / "a.7z"
+    big = sevenz.Folder(tuned.packed_size, lzma2.dict_size_property(16 << 20),
+                        [sevenz.Entry("not-elf.bin", size=base, crc32=zlib.crc32(raw[:base])),
+                         sevenz.Entry("lib.so", size=len(raw) - base, crc32=zlib.crc32(raw[base:]))])
+    with open(archive, "wb") as out, open(tmp_path / "tuned", "rb") as s:
+        sevenz.write_archive(out, [s], [big], ["a", "b"], 0)
+    proc = subprocess.run([shutil.which("7zz") or "7z", "t", str(archive)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Everything is Ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_damaged_or_foreign_files_keep_the_default_setting(tmp_path):
+    lib = _real_x86_library()
+    data = Path(lib).read_bytes()
+    cut = tmp_path / "cut.so"  # the section table is at the end: cut off, the headers point past the file
+    cut.write_bytes(data[: len(data) // 2])
+    pe = tmp_path / "x.dll"
+    pe.write_bytes(b"MZ" + bytes(4 << 20))
+    tiny = tmp_path / "tiny"
+    tiny.write_bytes(b"\x7fELF")
+    assert [literals.file_regions(p) for p in (cut, pe, tiny)] == [[], [], []]
+    assert literals.stream_changes([cut, pe, tiny]) == []
+    assert literals.file_regions(lib)  # the whole file has its code

@@ -46,13 +46,14 @@ from ipex_aot.errors import ArchiveError, ToolchainError
 
 if TYPE_CHECKING:
     from ipex_aot.farmatch import MatchDistances
+    from ipex_aot.literals import Change
 
 #: liblzma refuses larger dictionaries (lz_encoder_prepare).
 DICT_MAX = (1 << 30) + (1 << 29)
 #: Piece boundaries are multiples of this, so positions agree modulo 2**pb.
 ALIGN = 16
 FILTER_LZMA2 = 0x21
-_RUN, _FINISH = 0, 3
+_RUN, _SYNC_FLUSH, _FINISH = 0, 1, 3
 _OK, _STREAM_END = 0, 1
 _RET_NAMES = {5: "out of memory", 6: "memory limit", 8: "bad options", 9: "corrupt data", 11: "internal error"}
 MATCH_FINDERS = {"hc3": 0x03, "hc4": 0x04, "bt2": 0x12, "bt3": 0x13, "bt4": 0x14}
@@ -146,6 +147,8 @@ def liblzma() -> ctypes.CDLL:
             lib.lzma_end.restype = None
             lib.lzma_lzma_preset.argtypes = [ctypes.POINTER(_OptionsLzma), ctypes.c_uint32]
             lib.lzma_lzma_preset.restype = ctypes.c_ubyte
+            lib.lzma_filters_update.argtypes = [ctypes.POINTER(_Stream), ctypes.POINTER(_Filter)]
+            lib.lzma_filters_update.restype = ctypes.c_int
             lib.lzma_raw_encoder_memusage.argtypes = [ctypes.POINTER(_Filter)]
             lib.lzma_raw_encoder_memusage.restype = ctypes.c_uint64
             lib.lzma_version_string.restype = ctypes.c_char_p
@@ -261,9 +264,17 @@ REPEAT_COST = 0.05
 PRIME_COST = 0.038
 #: ... and with bt4, which sorts every position into its binary trees: 100 s for the corpus's first 256 MiB.
 PRIME_COST_BT4 = 0.37
+#: ... and bt4 encodes first-seen data in a 128 MiB window in this share of the time the rates above give:
+#: the corpus's first two pieces took 0.58x and 0.52x of it (docs/benchmarks.md, 2026-12-03).
+BT4_WORK = 0.55
 #: a piece whose anchors' nearest earlier copies lie beyond the first-seen window for more than this share
 #: keeps the whole window (:meth:`CostMap.takes_first_seen`).
 FAR_MAX = 0.1
+#: the probe's grid for where the first-seen settings may take over: each stretch of this many bytes is
+#: near or far as a whole (:meth:`CostMap.switch_points`) ...
+RUN_GRID = 16 << 20
+#: ... and a run of one kind shorter than this goes with the run before it.
+MIN_RUN = 64 << 20
 #: liblzma's hc4 depth at nice_len 128 (4 + nice_len / 4), which the rates above were measured with ...
 HC4_DEPTH = 36
 #: ... and the extra encoding time per extra candidate (pack's --depth): depth 80 took 1.45x and 1.36x on the
@@ -312,6 +323,35 @@ class CostMap:
         return (self.distances is not None and self.mostly_first_seen(start, end)
                 and self.distances.far(start, end, window) <= FAR_MAX)
 
+    def switch_points(self, total: int, window: int) -> list[int]:
+        """Offsets where the stream turns from data that takes the first-seen settings to data that does not.
+
+        Each :data:`RUN_GRID` stretch is judged by :meth:`takes_first_seen`,
+        runs shorter than :data:`MIN_RUN` go with the run before, and pieces
+        are then never cut across a switch, so one piece does not mix near
+        and far data. On the realistic corpus: MiB 0-1056 near, 1056-1216 far (the
+        first library's SPIR-V), 1216-1440 near (its symbol tables), far from there on.
+        """
+        if self.distances is None:
+            return []
+        runs: list[list] = []  # [start, end, takes the first-seen settings]
+        for a in range(0, total, RUN_GRID):
+            b = min(total, a + RUN_GRID)
+            kind = self.takes_first_seen(a, b, window)
+            if runs and runs[-1][2] == kind:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b, kind])
+        merged: list[list] = []
+        for a, b, kind in runs:
+            if merged and (b - a < MIN_RUN or merged[-1][2] == kind):
+                merged[-1][1] = b  # a short run goes with the one before
+            elif len(merged) == 1 and merged[0][1] - merged[0][0] < MIN_RUN:
+                merged[0][1:] = [b, kind]  # a short first run goes with the next
+            else:
+                merged.append([a, b, kind])
+        return [a for a, _, _ in merged[1:]]
+
     def first_seen(self, start: int, end: int) -> int:
         """First-seen bytes in ``[start, end)`` (whole blocks at the bounds count in proportion)."""
         if not self.new_cumulative:
@@ -345,8 +385,9 @@ class CostMap:
         prime = PRIME_COST * min(start, dict_size)
         work = self.at(end) - self.at(start)
         if first_seen is not None and self.takes_first_seen(start, end, first_seen.dict_size):
-            rate = PRIME_COST_BT4 if (first_seen.mf or "").startswith("bt") else PRIME_COST
-            prime = rate * min(start, dict_size, first_seen.dict_size)
+            bt = (first_seen.mf or "").startswith("bt")
+            prime = (PRIME_COST_BT4 if bt else PRIME_COST) * min(start, dict_size, first_seen.dict_size)
+            work *= BT4_WORK if bt else 1.0
         elif depth:
             work *= 1 + DEPTH_COST * max(0, depth - HC4_DEPTH)
         return prime / 1e6 + work
@@ -367,11 +408,15 @@ def split_pieces(total: int, pieces: int, dict_size: int, costs: CostMap | None 
     if pieces == 1:
         return [(0, total)]
     step = ALIGN * max(1, costs.block // ALIGN // 64)
+    switches = costs.switch_points(total, first_seen.dict_size) if first_seen is not None else []
+    if len(switches) >= pieces:  # more runs than pieces: cut by cost alone
+        switches = []
 
     def piece_end(start: int, target: float) -> int:
-        lo, hi = start + step, total  # every piece takes at least one step
+        cap = next((s for s in switches if s > start), total)  # never across a switch
+        lo, hi = start + step, cap  # every piece takes at least one step
         if lo >= hi:
-            return total
+            return cap
         while hi - lo > step:
             mid = (lo + hi) // 2 // step * step
             if mid <= lo:
@@ -585,15 +630,23 @@ def encode_piece(
     cancel: threading.Event | None = None,
     on_primed: Callable[[], object] | None = None,
     priming: threading.Lock | None = None,
+    changes: Sequence[Change] = (),
 ) -> int:
     """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
 
     The encoder is primed with the ``min(start, dict_size)`` bytes before
-    ``start``; the end marker is kept only when ``last``.
+    ``start``; the end marker is kept only when ``last``. ``changes``
+    (:func:`ipex_aot.literals.stream_changes`) set lc/lp/pb: the piece starts
+    with the setting in force at ``start`` and switches at each later change
+    (a flushed chunk, then ``lzma_filters_update``).
     """
     if start % ALIGN or options.dict_size % ALIGN:
         raise ValueError("piece start and dict_size must be multiples of 16")
     lib = liblzma()
+    before = [c for c in changes if c.at <= start]
+    if before:  # the setting in force where the piece starts
+        lc, lp, pb = before[-1].props
+        options = replace(options, lc=lc, lp=lp, pb=pb)
     opts = options._struct()
     preset_len = min(start, options.dict_size)
     filters = (_Filter * 2)(_Filter(FILTER_LZMA2, ctypes.addressof(opts)), _Filter(2**64 - 1, None))
@@ -610,7 +663,9 @@ def encode_piece(
             allocator.check_primed(source, start - preset_len)
         if on_primed is not None:
             on_primed()
-        return _encode_primed(lib, strm, source, start, end, out, progress, last=last, cancel=cancel)
+        switches = [c for c in changes if start < c.at < end]
+        return _encode_primed(lib, strm, source, start, end, out, progress, last=last, cancel=cancel,
+                              switches=switches, opts=opts, filters=filters)
     finally:
         lib.lzma_end(ctypes.byref(strm))
         allocator.release()
@@ -618,7 +673,8 @@ def encode_piece(
 
 def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, end: int,
                    out: Callable[[bytes], object], progress: Callable[[int], None] | None, *, last: bool,
-                   cancel: threading.Event | None) -> int:
+                   cancel: threading.Event | None, switches: Sequence[Change] = (),
+                   opts: _OptionsLzma | None = None, filters: ctypes.Array | None = None) -> int:
     outbuf = ctypes.create_string_buffer(_IO_CHUNK)
     inbuf = bytearray(_IO_CHUNK)
     inview = memoryview(inbuf)
@@ -626,20 +682,22 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
     written = 0
     pending = b""  # the last byte, held back until we know whether it is the end marker
     pos = start
+    upcoming = list(switches)
     while True:
         if cancel is not None and cancel.is_set():
             raise ArchiveError("packing was cancelled")
-        action = _RUN
+        stop = upcoming[0].at if upcoming else end  # read no further before switching the setting
         if strm.avail_in == 0:
-            n = min(_IO_CHUNK, end - pos)
+            n = min(_IO_CHUNK, stop - pos)
             if n:
                 source.read_into(pos, inview[:n])
                 pos += n
                 strm.next_in, strm.avail_in = in_addr, n
                 if progress:
                     progress(n)
-        if pos >= end:
-            action = _FINISH
+        action = _RUN
+        if pos >= stop:
+            action = _SYNC_FLUSH if upcoming else _FINISH
         strm.next_out, strm.avail_out = ctypes.addressof(outbuf), _IO_CHUNK
         ret = lib.lzma_code(ctypes.byref(strm), action)
         _check(ret, "encoding")
@@ -650,7 +708,12 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
             written += len(data) - 1
             pending = data[-1:]
         if ret == _STREAM_END:
-            break
+            if action == _FINISH:
+                break
+            # the chunk is flushed: the next one starts with the state reset and the new properties
+            assert opts is not None and filters is not None
+            opts.lc, opts.lp, opts.pb = upcoming.pop(0).props
+            _check(lib.lzma_filters_update(ctypes.byref(strm), filters), "changing lc/lp/pb")
     if pending != b"\x00":
         raise ArchiveError("liblzma ended an LZMA2 piece without its end marker; cannot join pieces")
     if last:
@@ -735,6 +798,7 @@ def encode_parallel(
     progress: Callable[[int], None] | None = None,
     memory: int | None = None,
     first_seen: Lzma2Options | None = None,
+    changes: Sequence[Change] = (),
 ) -> EncodeResult:
     """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` on up to ``workers`` threads.
 
@@ -744,6 +808,7 @@ def encode_parallel(
     bytes never depend on either. Each piece goes to a temporary file beside
     ``out_path`` and the pieces are joined in order. Pieces that are mostly
     first-seen data are encoded with ``first_seen`` (see :func:`piece_options`).
+    ``changes`` set lc/lp/pb per section (:func:`encode_piece`).
     """
     dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
     options = replace(options, dict_size=max(dict_size, 1 << 16))
@@ -782,7 +847,8 @@ def encode_parallel(
             with open(part, "wb") as f:
                 packed = encode_piece(source, start, end, settings[i], f.write, tick,
                                       last=i == len(bounds) - 1, cancel=cancel, priming=priming,
-                                      on_primed=lambda: primed.append(time.monotonic() - began))
+                                      on_primed=lambda: primed.append(time.monotonic() - began),
+                                      changes=changes)
         except BaseException:
             cancel.set()
             raise

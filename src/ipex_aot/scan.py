@@ -274,7 +274,9 @@ _name = elf.safe_name
 
 
 @dataclass
-class _Section:
+class FileSection:
+    """A section of an ELF or PE file, as the scanner and the packer (:mod:`ipex_aot.literals`) see it."""
+
     name: str
     addr: int  # virtual address (ELF sh_addr; PE image base + RVA)
     offset: int  # file offset, -1 when the section has no file data
@@ -284,8 +286,8 @@ class _Section:
     searchable: bool = True
 
 
-def _elf_sections(b: elf.Reader) -> list[_Section]:
-    return [_Section(x.name, x.addr, x.offset, x.size, -1,
+def _elf_sections(b: elf.Reader) -> list[FileSection]:
+    return [FileSection(x.name, x.addr, x.offset, x.size, -1,
                      # SHF_EXECINSTR; SYMTAB STRTAB RELA HASH DYNAMIC REL DYNSYM and the GNU/OS-specific tables.
                      not (x.flags & 0x4) and x.type not in (2, 3, 4, 5, 6, 9, 11) and x.type < 0x60000000)
             for x in elf.sections(b)]
@@ -338,7 +340,8 @@ def _zstd_size(dctx: Any, packed: memoryview) -> int:
     return total
 
 
-def _pe_sections(b: elf.Reader) -> list[_Section]:
+def pe_sections(b: elf.Reader) -> list[FileSection]:
+    """The section table of the PE file in B (an MZ header first); code sections are not ``searchable``."""
     lfanew, = b.unpack("<I", 0x3C, "DOS header")
     sig = bytes(b.v[lfanew:lfanew + 4]) if lfanew + 4 <= b.n else b""
     if sig != b"PE\0\0":
@@ -366,9 +369,9 @@ def _pe_sections(b: elf.Reader) -> list[_Section]:
         size = min(vsize, rawsize) if vsize else rawsize
         if rawptr and size:
             b.need(rawptr, size, f"section {name}")
-            out.append(_Section(name, image_base + va, rawptr, size, va, searchable))
+            out.append(FileSection(name, image_base + va, rawptr, size, va, searchable))
         else:
-            out.append(_Section(name, image_base + va, -1, 0, va))
+            out.append(FileSection(name, image_base + va, -1, 0, va))
     return out
 
 
@@ -611,7 +614,7 @@ class _Scanner:
         return size
 
     # ways to find blobs
-    def from_table(self, table: _Section, sections: list[_Section], segments: list[elf.Segment]) -> bool:
+    def from_table(self, table: FileSection, sections: list[FileSection], segments: list[elf.Segment]) -> bool:
         if table.offset < 0 or table.size < 16:
             return False
         if table.size // 16 > MAX_IMAGES:
@@ -631,8 +634,8 @@ class _Scanner:
                 self.blob(off, size, f".tgtimg entry {i}")
         return True
 
-    def _locate(self, i: int, addr: int, size: int, spans: list[tuple[int, _Section]],
-                spans_rva: list[tuple[int, _Section]], segments: list[elf.Segment]) -> tuple[int, int]:
+    def _locate(self, i: int, addr: int, size: int, spans: list[tuple[int, FileSection]],
+                spans_rva: list[tuple[int, FileSection]], segments: list[elf.Segment]) -> tuple[int, int]:
         """(file offset, end of the region it may use) of .tgtimg entry I.
 
         The section that holds the entry's start says where it is; a compressed image's
@@ -728,7 +731,7 @@ def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _containing(spans: list[tuple[int, _Section]], addr: int, size: int) -> _Section | None:
+def _containing(spans: list[tuple[int, FileSection]], addr: int, size: int) -> FileSection | None:
     i = bisect.bisect_right(spans, addr, key=lambda t: t[0]) - 1
     if i >= 0:
         base, sec = spans[i]
@@ -892,7 +895,7 @@ def _scan(path: str, v: memoryview, sigs: Callable[[], Signatures | None], metho
             raise ScanError(f"{path}: a device ELF whose headers are truncated or malformed")
     elif head[:4] == ELF_MAGIC or head[:2] == b"MZ":
         fmt = "elf" if head[:4] == ELF_MAGIC else "pe"
-        sections = _elf_sections(s.b) if fmt == "elf" else _pe_sections(s.b)
+        sections = _elf_sections(s.b) if fmt == "elf" else pe_sections(s.b)
         segments = elf.segments(s.b) if fmt == "elf" else []
         names = [x.name for x in sections]
         bundles = [x for x in sections if x.name.startswith(BUNDLE_PREFIX) and x.offset >= 0]
