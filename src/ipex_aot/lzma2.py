@@ -329,8 +329,9 @@ class CostMap:
         Each :data:`RUN_GRID` stretch is judged by :meth:`takes_first_seen`,
         runs shorter than :data:`MIN_RUN` go with the run before, and pieces
         are then never cut across a switch, so one piece does not mix near
-        and far data. On the realistic corpus: MiB 0-1056 near, 1056-1216 far (the
-        first library's SPIR-V), 1216-1440 near (its symbol tables), far from there on.
+        and far data. On the realistic corpus: MiB 0-1072 near, 1072-1200 far (the
+        first library's SPIR-V), 1200-1456 near (its symbol tables), far from there on
+        (the later libraries).
         """
         if self.distances is None:
             return []

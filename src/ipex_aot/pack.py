@@ -331,14 +331,15 @@ class PackOptions:
     #: and their largest window. bt4's trees find the longest match where hc4's chains give up, and in
     #: 128 MiB bt4 is faster than hc4 with a 1.5 GiB window (MB 384-726 of the realistic corpus: 29.60 MB
     #: in 274 s against 30.15 MB in 301 s). A piece whose repeats are far (symbol names 1.2 GB back, a
-    #: later library's device images) keeps ``mf`` and the whole window: bt4 in a small window made such
-    #: pieces 2-11x larger. With ``depth`` 80, the corpus packs to 125.0 MB instead of 127.4 MB, in 914-960 s
-    #: with 2 workers instead of 903 s (docs/benchmarks.md).
+    #: later library's device images, SPIR-V whose copies lie a GB back) keeps ``mf`` and the whole window:
+    #: bt4 in a small window made such pieces 2-11x larger. Pieces are cut where near and far data meet
+    #: (:meth:`lzma2.CostMap.switch_points`). With ``literals``, the corpus packs to 123.4 MB (7-Zip's
+    #: best: 123.6 MB) in 841 s with 2 workers (docs/benchmarks.md, 2026-12-04).
     first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
-    #: parallel engine: "sections" codes x86 code, relocation and symbol tables with their own lc/lp/pb
-    #: (:mod:`ipex_aot.literals`; the corpus's first piece 1.7% smaller); "fixed": liblzma's 3/0/2 throughout,
-    #: the python engine's bytes with one piece.
+    #: parallel engine: "sections" codes code, relocation and symbol tables with the lc/lp/pb a trial picks
+    #: (:mod:`ipex_aot.literals`; the corpus's first 447 MiB 1.5% smaller); "fixed": liblzma's 3/0/2
+    #: throughout, the python engine's bytes with one piece.
     literals: str = "sections"
     memory: int = DEFAULT_MEMORY
     sevenzip: str | None = None
@@ -408,11 +409,13 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
         f"{first_seen.dict_size >> 20} MiB)"))
     log.info(f"parallel LZMA2: up to {opts.jobs} worker(s) within {opts.memory / 2**30:.1f} GiB, dictionary "
              f"{dict_size >> 20} MiB, match finder {finders}, at most {per / 2**30:.1f} GiB per encoder")
-    changes = literals.stream_changes(source.paths, opts.jobs) if opts.literals == "sections" else []
-    if changes:
-        log.info(f"literal settings: {len(changes)} change(s) at section bounds ("
-                 + ", ".join(f"{c.at / 1e6:.0f} MB lc{c.props[0]} lp{c.props[1]} pb{c.props[2]}" for c in changes[:4])
-                 + (", ..." if len(changes) > 4 else "") + ")")
+    changes: list[literals.Change] = []
+    if opts.literals == "sections":
+        with log.step("choose lc/lp/pb for the code and table sections by trial"):
+            changes = literals.stream_changes(source.paths, opts.jobs)
+        log.info(f"literal settings: {len(changes)} change(s) at section bounds"
+                 + "".join(f"; from {c.at / 1e6:.0f} MB lc{c.props[0]} lp{c.props[1]} pb{c.props[2]}"
+                           for c in changes[:6]) + ("; ..." if len(changes) > 6 else ""))
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
         result = lzma2.encode_parallel(
@@ -443,7 +446,8 @@ def _write_container(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple
 
 def _write_python(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[str, bytes]], dict_size: int,
                   mtime: int, opts: PackOptions, progress: Callable[[int], None]) -> tuple[int, list, list]:
-    """One core, Python's own lzma module (its liblzma, also on Windows): the parallel engine's bytes with one piece."""
+    """One core, Python's own lzma module (its liblzma, also on Windows): the parallel engine's bytes with one
+    piece and ``literals="fixed"``."""
     plan_workers(sum(f.size for f in folders), dict_size, replace(opts, jobs=1))  # warns when over --memory
     filters = [{"id": lzma.FILTER_LZMA2, "preset": opts.preset, "dict_size": dict_size,
                 "mf": getattr(lzma, f"MF_{opts.mf.upper()}"), "nice_len": opts.nice_len, "depth": opts.depth}]
@@ -694,8 +698,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-seen-window", default="128m",
                    help="parallel engine: their largest window (default 128m: a bt4 encoder of about 1.4 GiB)")
     p.add_argument("--literals", choices=("sections", "fixed"), default="sections",
-                   help="parallel engine: sections (default) gives x86 code, relocation and symbol tables their "
-                        "own LZMA lc/lp/pb; fixed: 3/0/2 throughout, the python engine's bytes with --pieces 1")
+                   help="parallel engine: sections (default) gives code, relocation and symbol tables the LZMA "
+                        "lc/lp/pb a trial on a sample of each picks; fixed: 3/0/2 throughout, the python engine's "
+                        "bytes with --pieces 1")
     p.add_argument("--nice-len", type=int, default=128, metavar="8-273",
                    help="LZMA nice_len (7-Zip's fb): longer searches, smaller archive, slower (default 128)")
     p.add_argument("--depth", type=int, default=80, metavar="0-1000",
