@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -290,14 +291,16 @@ class CostMap:
     """Estimated encoding seconds of the stream, per block (see NEW_BASE and REPEAT_COST)."""
 
     block: int  # nominal block size (the split's step)
-    cumulative: list[float]  # cumulative[i] = cost of blocks [0, i)
+    #: cumulative[i] = cost of blocks [0, i). Per-block figures are typed arrays, 8 bytes a block: a Python
+    #: list of floats or ints costs 32-36, about 1.2 GB for the three of them at a 45 GB release.
+    cumulative: Sequence[float]
     new_bytes: int = 0  # bytes whose blocks did not occur earlier (first-seen data)
     #: stream offset where each block ends; empty for a uniform grid of ``block`` bytes. Blocks follow
     #: each file's own 4 KiB grid (a library's shared code sits at the same offsets as in the previous
     #: library, not at the same offsets of the stream), so a file's last block may be short.
-    ends: list[int] = field(default_factory=list)
+    ends: Sequence[int] = field(default_factory=list)
     #: first-seen bytes of blocks [0, i), beside ``cumulative``; empty when every byte is first-seen
-    new_cumulative: list[int] = field(default_factory=list)
+    new_cumulative: Sequence[int] = field(default_factory=list)
     #: how far back the stream's repeats reach (:mod:`ipex_aot.farmatch`); None when not probed
     distances: MatchDistances | None = None
 
@@ -468,10 +471,10 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
     measures how far back repeats reach (:func:`ipex_aot.farmatch.match_distances`,
     about 12 s for the 4.5 GB corpus on one core), which :meth:`CostMap.takes_first_seen` needs.
     """
-    sizes: list[int] = []  # per block: its bytes (``block``, or less at a file's end)
-    new_flags: list[bool] = []  # per block: first seen
+    sizes = array("q")  # per block: its bytes (``block``, or less at a file's end)
+    new_flags = bytearray()  # per block: 1 if first seen
     samples: list[bytes] = []  # per stretch
-    stretch_of: list[int] = []  # per block: index of its stretch
+    stretch_of = array("q")  # per block: index of its stretch
     seen: list[set[int]] = []
     first_file: list[bool] = []  # per stretch
     for index, path in enumerate(paths):
@@ -495,13 +498,17 @@ def estimate_costs(paths: Sequence[str | os.PathLike[str]], block: int = 4096, j
         seen = (seen + [mine])[-2:]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # lzma releases the GIL
         rates = list(pool.map(_sample_rate, samples))
-    cumulative, ends, pos, fresh_bytes = [0.0], [], 0, [0]
+    cumulative, ends, fresh_bytes = array("d", [0.0]), array("q"), array("q", [0])
+    cost, pos, new_total = 0.0, 0, 0
     for size, is_new, stretch in zip(sizes, new_flags, stretch_of, strict=True):
         rate = rates[stretch] * (FIRST_FILE if first_file[stretch] else 1.0) if is_new else REPEAT_COST
-        cumulative.append(cumulative[-1] + size * rate / 1e6)
-        fresh_bytes.append(fresh_bytes[-1] + (size if is_new else 0))
+        cost += size * rate / 1e6
+        new_total += size if is_new else 0
         pos += size
+        cumulative.append(cost)
+        fresh_bytes.append(new_total)
         ends.append(pos)
+    del sizes, new_flags, stretch_of
     distances = None
     if probe:
         # Imported here, not above: numpy's Windows wheel needs ucrtbase's crealf, which Wine 8 lacks, and
