@@ -16,7 +16,8 @@ In one run, on the same inputs, it measures:
   * for each archive: size, wall and CPU seconds, peak RSS of the process tree (sampled
     from /proc every 0.1 s), and ``pack``'s per-piece sizes and seconds;
   * extraction of the first and the last folder with ``7zz x`` and with py7zr, from
-    7-Zip's archive and from ours, the archives taking turns, three runs each with 7zz (the fastest counts), one with py7zr;
+    7-Zip's archive and from ours, the archives taking turns: three runs each with 7zz (the
+    fastest counts), one with py7zr;
   * that the 1- and 2-worker archives are byte-identical and that ``7zz t`` accepts ours;
 and prints the ratios against the goals, with the load average before and after (the
 machine may be shared: run it on a quiet one).
