@@ -334,7 +334,7 @@ class PackOptions:
     #: later library's device images, SPIR-V whose copies lie a GB back) keeps ``mf`` and the whole window:
     #: bt4 in a small window made such pieces 2-11x larger. Pieces are cut where near and far data meet
     #: (:meth:`lzma2.CostMap.switch_points`). With ``literals``, the corpus packs to 123.4 MB (7-Zip's
-    #: best: 123.6 MB) in 788 s with 2 workers (docs/benchmarks.md, 2026-12-04).
+    #: best: 123.6 MB) in 499 s with 2 workers (788 s on a slower VM; docs/benchmarks.md, 2026-12-04).
     first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
     #: parallel engine: "sections" codes code, relocation and symbol tables with the lc/lp/pb a trial picks
