@@ -37,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bench_pack import corpus_libraries  # noqa: E402  (this script's folder is first on sys.path)
+
 from ipex_aot import lzma2, sevenz  # noqa: E402
 from ipex_aot.pack import PackOptions  # noqa: E402
 
@@ -44,14 +46,6 @@ WINDOW = 512 << 20
 ROUNDS = 5
 #: 7-Zip -mx9's LZMA settings (fb 64, bt4; its depth is liblzma's default for bt4 and nice_len 64: 48)
 SEVENZIP_MX9 = {"mf": "bt4", "nice_len": 64}
-
-
-def library(corpus: Path, generation: str) -> Path:
-    folder = corpus / generation
-    found = sorted(p for p in folder.iterdir() if p.suffix == ".so") if folder.is_dir() else []
-    if not found:
-        sys.exit(f"{folder}: no library; give make_corpus.py's output folder with --corpus")
-    return found[0]
 
 
 def seven_zip_seconds(sevenzz: str, archive: Path, name: str) -> float:
@@ -81,14 +75,12 @@ def run(name: str, options: lzma2.Lzma2Options, files: list[Path], work: Path, s
     archive = work / f"{name}.7z"
     entries = [sevenz.Entry(p.name, size=p.stat().st_size, crc32=zlib.crc32(p.read_bytes())) for p in files]
     folder = sevenz.Folder(sum(d["packed"] for d in done), lzma2.dict_size_property(options.dict_size), entries)
-    stream = work / f"{name}.lzma2"
-    with open(stream, "wb") as out:
-        for part in parts:
-            out.write(part.read_bytes())
-            part.unlink()
-    with open(archive, "wb") as out, open(stream, "rb") as s:
-        sevenz.write_archive(out, [s], [folder], [], 0)
-    stream.unlink()
+    with open(parts[0], "ab") as stream:  # the second piece goes after the first: one LZMA2 stream
+        stream.write(parts[1].read_bytes())
+    with open(archive, "wb") as out, open(parts[0], "rb") as stream:
+        sevenz.write_archive(out, [stream], [folder], [], 0)
+    for part in parts:
+        part.unlink()
     first = seven_zip_seconds(sevenzz, archive, files[0].name)
     both = seven_zip_seconds(sevenzz, archive, files[1].name)  # 7zz decodes the first file on its way
     full = dataclasses.replace(options, dict_size=lzma2.DICT_MAX)
@@ -110,16 +102,17 @@ def main() -> None:
     sevenzz = shutil.which("7zz") or shutil.which("7z")
     if sevenzz is None:
         sys.exit("7zz not found: install Debian's 7zip (setup.sh does)")
-    gens = sorted(p.name for p in args.corpus.iterdir() if p.is_dir() and p.name[0].isdigit())[:2]
-    if len(gens) < 2:
+    libraries = list(corpus_libraries(args.corpus).items())[:2]
+    if len(libraries) < 2:
         sys.exit(f"{args.corpus}: needs two generation folders (make_corpus.py makes three)")
+    gens = [g for g, _ in libraries]
     work = Path(tempfile.mkdtemp(prefix="bench-decode-", dir="/var/tmp"))
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "stretch_mib": [args.start, args.end],
                      "generations": gens, "load_before": [round(x, 2) for x in os.getloadavg()]}
     try:
         files = []
-        for i, g in enumerate(gens):
-            with open(library(args.corpus, g), "rb") as f:
+        for i, (g, lib) in enumerate(libraries):
+            with open(lib, "rb") as f:
                 f.seek(args.start << 20)
                 data = f.read((args.end - args.start) << 20)
             if len(data) != (args.end - args.start) << 20:

@@ -121,13 +121,19 @@ def make_slices(libs: list[Path], dsts: list[Path], limit: int) -> None:
                 w.write(f.read(window))
 
 
-def stage(corpus: Path, work: Path, limit: int) -> list[str]:
-    """dist/bench/<generation>/<library> + build.json for every corpus generation."""
+def corpus_libraries(corpus: Path) -> dict[str, Path]:
+    """make_corpus.py's libraries by generation, in generation order (bench_decode.py reads them too)."""
     gens = sorted((p.name for p in corpus.iterdir() if p.is_dir() and p.name[0].isdigit()),
                   key=lambda g: tuple(int(x) for x in g.split(".")))
     if not gens:
         sys.exit(f"{corpus}: no generation folders; make it with make_corpus.py {corpus}")
-    libs = [next(p for p in sorted((corpus / g).iterdir()) if p.is_file()) for g in gens]
+    return {g: next(p for p in sorted((corpus / g).iterdir()) if p.is_file()) for g in gens}
+
+
+def stage(corpus: Path, work: Path, limit: int) -> list[str]:
+    """dist/bench/<generation>/<library> + build.json for every corpus generation."""
+    found = corpus_libraries(corpus)
+    gens, libs = list(found), list(found.values())
     dsts = []
     for gen, lib in zip(gens, libs, strict=True):
         folder = work / "dist" / "bench" / gen

@@ -479,10 +479,8 @@ def _real_windows_dll() -> Path:
 
 
 def _objdump_pe_sections(path: Path) -> list[tuple[str, int, int, str]]:
-    """(name, file offset, size, flags) per section, from MinGW's objdump: a PE reader independent of ours."""
-    tool = shutil.which("x86_64-w64-mingw32-objdump")
-    assert tool, "x86_64-w64-mingw32-objdump is missing: install Debian's binutils-mingw-w64-x86-64 (setup.sh does)"
-    lines = subprocess.run([tool, "-h", str(path)], capture_output=True, text=True, check=True).stdout.splitlines()
+    """(name, file offset, size, flags) per section, from binutils' objdump (a lane tool): a PE reader not ours."""
+    lines = subprocess.run(["objdump", "-h", str(path)], capture_output=True, text=True, check=True).stdout.splitlines()
     out = []
     for head, flags in zip(lines, lines[1:], strict=False):
         cols = head.split()
