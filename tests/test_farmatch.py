@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 
 from ipex_aot import farmatch
 
@@ -39,3 +40,41 @@ def test_a_copy_across_chunks_and_zero_runs(tmp_path, monkeypatch):
     first, second = found.positions < len(data), found.positions >= len(data) + (1 << 20)
     assert first.sum() == second.sum() > 200 and not (~first & ~second).any()
     assert (found.distances[second] == len(data) + (1 << 20)).all()
+
+
+def _shared_library(tmp_path, count: int = 400):
+    """A real gcc-linked shared object: its .dynsym near the start, its .symtab (the same symbols) near the end."""
+    src = tmp_path / "lib.c"
+    src.write_text("".join(f"int exported_function_{i}(int x) {{ return x * {i} + {i * 7}; }}\n" for i in range(count)))
+    lib = tmp_path / "lib.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True, capture_output=True)
+    return lib
+
+
+def _section(path, name):
+    out = subprocess.run(["readelf", "-SW", str(path)], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.replace("[ ", "[").split()
+        if len(fields) > 5 and fields[1] == name:
+            return int(fields[4], 16), int(fields[5], 16)
+    raise AssertionError(f"{name} not in {path}")
+
+
+def test_a_symbol_table_is_far_where_its_dynamic_twin_is(tmp_path):
+    """.symtab repeats .dynsym's records with other name offsets: no 32 equal bytes, so the anchors miss it;
+    the section table marks it far for any window shorter than the distance between the two (binutils' readelf
+    checks the offsets)."""
+    lib = _shared_library(tmp_path)
+    symtab, dynsym = _section(lib, ".symtab"), _section(lib, ".dynsym")
+    other = tmp_path / "data"
+    other.write_bytes(random.Random(7).randbytes(5000))
+    found = farmatch.match_distances([other, lib])
+    (start, end, distance), = found.tables
+    assert distance == symtab[0] - dynsym[0] > 0
+    assert start == (5000 + symtab[0]) // 16 * 16 and end >= 5000 + sum(symtab)
+    assert found.far(start, end, distance - 1) == 1.0 and found.far(start, end, distance) == 0.0
+    assert found.far(start, end + (end - start), distance - 1) >= 0.5  # half of this stretch is the table
+    assert farmatch.symbol_tables([other]) == []  # not ELF: no tables
+    stripped = tmp_path / "stripped.so"
+    subprocess.run(["strip", "-o", str(stripped), str(lib)], check=True)
+    assert farmatch.symbol_tables([stripped]) == []  # no .symtab left

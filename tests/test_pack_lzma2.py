@@ -527,3 +527,29 @@ def test_damaged_or_foreign_files_keep_the_default_setting(tmp_path):
     assert [literals.file_regions(p) for p in (cut, pe, tiny)] == [[], [], []]
     assert literals.stream_changes([cut, pe, tiny]) == []
     assert literals.file_regions(lib)  # the whole file has its code
+
+
+def test_a_far_symbol_table_is_a_piece_of_its_own(tmp_path, monkeypatch):
+    """A library's .symtab, whose records repeat its .dynsym's further back than the first-seen window, is cut
+    out of the new data around it (however short) and keeps hc4 with the whole window."""
+    from test_farmatch import _shared_library
+
+    monkeypatch.setattr(lzma2, "RUN_GRID", 16 << 10)
+    monkeypatch.setattr(lzma2, "MIN_RUN", 32 << 10)
+    rng = random.Random(23)
+    (tmp_path / "a").write_bytes(rng.randbytes(256 << 10))
+    (tmp_path / "c").write_bytes(rng.randbytes(256 << 10))
+    paths = [tmp_path / "a", _shared_library(tmp_path), tmp_path / "c"]
+    costs = lzma2.estimate_costs(paths, probe=True)
+    assert costs.distances is not None
+    (start, end, distance), = costs.distances.tables
+    assert end - start < lzma2.MIN_RUN  # shorter than a run may be: kept all the same
+    total = sum(p.stat().st_size for p in paths)
+    first_seen = lzma2.Lzma2Options(dict_size=distance // 32 * 16, preset=1, mf="bt4")
+    assert costs.switch_points(total, first_seen.dict_size) == [start, end]
+    assert costs.switch_points(total, distance + 16) == []  # a window that reaches the .dynsym: all near
+    whole = total // 16 * 16 + 16
+    options = lzma2.Lzma2Options(dict_size=whole, preset=1, mf="hc4")
+    bounds = lzma2.split_pieces(total, 4, whole, costs, first_seen)
+    assert (start, end) in bounds
+    assert [lzma2.piece_options(options, a, b, costs, first_seen).mf for a, b in bounds].count("hc4") == 1

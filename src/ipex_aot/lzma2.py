@@ -318,7 +318,8 @@ class CostMap:
         """Whether ``[start, end)`` loses nothing in a ``window`` much smaller than the dictionary.
 
         It must be mostly first-seen, and at most :data:`FAR_MAX` of its
-        anchors may have their nearest earlier copy beyond ``window``. Of
+        anchors may have their nearest earlier copy beyond ``window`` (nor of
+        its bytes lie in a symbol table that repeats from beyond it). Of
         the realistic corpus's six pieces, the first library's first two
         have 0.0-0.3% far anchors, the two with its SPIR-V and symbol tables
         13% and 17%, the later libraries' 50% and 56%. Without a probe: never.
@@ -329,32 +330,37 @@ class CostMap:
     def switch_points(self, total: int, window: int) -> list[int]:
         """Offsets where the stream turns from data that takes the first-seen settings to data that does not.
 
-        Each :data:`RUN_GRID` stretch is judged by :meth:`takes_first_seen`,
-        runs shorter than :data:`MIN_RUN` go with the run before, and pieces
-        are then never cut across a switch, so one piece does not mix near
-        and far data. On the realistic corpus: MiB 0-1072 near, 1072-1200 far (the
-        first library's SPIR-V), 1200-1456 near (its symbol tables), far from there on
-        (the later libraries).
+        Each :data:`RUN_GRID` stretch is judged by :meth:`takes_first_seen`
+        (a far symbol table, :func:`ipex_aot.farmatch.symbol_tables`, is a
+        stretch of its own), runs shorter than :data:`MIN_RUN` go with the run
+        before (a symbol table's never goes with a near run), and pieces are
+        then never cut across a switch, so one piece does not mix near and far
+        data. On the realistic corpus: MiB 0-1072 near, 1072-1284 far (the
+        first library's SPIR-V, its unwind tables and its ``.symtab``), 1284-1456
+        near (its ``.strtab``), far from there on (the later libraries).
         """
         if self.distances is None:
             return []
-        runs: list[list] = []  # [start, end, takes the first-seen settings]
-        for a in range(0, total, RUN_GRID):
-            b = min(total, a + RUN_GRID)
+        tables = [(a, b) for a, b, d in self.distances.tables if d > window]
+        cuts = sorted(set(range(0, total, RUN_GRID)) | {x for t in tables for x in t if 0 < x < total})
+        runs: list[list] = []  # [start, end, takes the first-seen settings, holds a far symbol table]
+        for a, b in zip(cuts, [*cuts[1:], total], strict=True):
             kind = self.takes_first_seen(a, b, window)
+            pinned = any(ta < b and a < tb for ta, tb in tables)
             if runs and runs[-1][2] == kind:
                 runs[-1][1] = b
+                runs[-1][3] |= pinned
             else:
-                runs.append([a, b, kind])
+                runs.append([a, b, kind, pinned])
         merged: list[list] = []
-        for a, b, kind in runs:
-            if merged and (b - a < MIN_RUN or merged[-1][2] == kind):
+        for a, b, kind, pinned in runs:
+            if merged and (merged[-1][2] == kind or (b - a < MIN_RUN and not pinned)):
                 merged[-1][1] = b  # a short run goes with the one before
-            elif len(merged) == 1 and merged[0][1] - merged[0][0] < MIN_RUN:
-                merged[0][1:] = [b, kind]  # a short first run goes with the next
+            elif len(merged) == 1 and merged[0][1] - merged[0][0] < MIN_RUN and not merged[0][3]:
+                merged[0][1:] = [b, kind, pinned]  # a short first run goes with the next
             else:
-                merged.append([a, b, kind])
-        return [a for a, _, _ in merged[1:]]
+                merged.append([a, b, kind, pinned])
+        return [a for a, _, _, _ in merged[1:]]
 
     def first_seen(self, start: int, end: int) -> int:
         """First-seen bytes in ``[start, end)`` (whole blocks at the bounds count in proportion)."""
