@@ -80,6 +80,42 @@ def test_cost_split_is_deterministic_and_balanced(tmp_path):
     assert bounds[0][1] - bounds[0][0] < total / 2
 
 
+def test_the_costliest_pieces_start_first_and_the_stream_stays_in_order(tmp_path, monkeypatch):
+    """Longest first: the first file is all new data, the later ones mostly repeat it, so the pieces that hold
+    new data start before the cheap ones; the joined stream is in stream order and the same as with any order."""
+    paths = _files(tmp_path)
+    costs = lzma2.estimate_costs(paths)
+    source = lzma2.Source(paths)
+    opts = lzma2.Lzma2Options(dict_size=1 << 20, preset=1)
+    started: list[int] = []
+    real = lzma2.encode_piece
+
+    def recording(src, start, *args, **kwargs):
+        started.append(start)
+        return real(src, start, *args, **kwargs)
+
+    monkeypatch.setattr(lzma2, "encode_piece", recording)
+    result = lzma2.encode_parallel(source, opts, tmp_path / "lpt", workers=1, pieces=4, costs=costs)
+    estimates = {s.start: s.model for s in result.stats}
+    assert len(set(started)) == len(result.pieces) == 4 and started != sorted(started)
+    assert [estimates[a] for a in started] == sorted(estimates.values(), reverse=True)
+    assert [s.start for s in result.stats] == [a for a, _ in result.pieces]  # stats stay in stream order
+    started.clear()
+    plain = lzma2.encode_parallel(source, opts, tmp_path / "plain", workers=1, pieces=4)
+    assert started == sorted(started)  # no cost map: stream order
+    monkeypatch.setattr(lzma2, "encode_piece", real)
+    for bounds in (result.pieces, plain.pieces):
+        one_by_one = b"".join(_piece_bytes(source, a, b, opts, last=b == source.size) for a, b in bounds)
+        assert one_by_one == (tmp_path / ("lpt" if bounds is result.pieces else "plain")).read_bytes()
+
+
+def _piece_bytes(source, start, end, opts, *, last):
+    out = bytearray()
+    window = lzma2.piece_window(opts, start, end)
+    lzma2.encode_piece(source, start, end, lzma2.replace(opts, dict_size=window), out.extend, last=last)
+    return bytes(out)
+
+
 def test_dict_size_property_matches_liblzma():
     for size in [4096, 65536, 1 << 20, (1 << 20) + 1, 3 << 20, 12345678, 1 << 30, 1536 << 20]:
         props = lzma._encode_filter_properties({"id": lzma.FILTER_LZMA2, "dict_size": size})
