@@ -175,11 +175,13 @@ def main() -> None:
         if not a.is_file():
             sys.exit(f"{a}: no such archive")
     folders = [lzma2_folder(a) for a in args.archives]
+    names = [a.name for a in args.archives]
+    labels = dict(zip(args.archives, names if len(set(names)) == len(names) else map(str, args.archives), strict=True))
     with tempfile.TemporaryDirectory(prefix="bench-symbols-") as tmp:
         exe = compile_tool(Path(tmp))
         for f in folders:
             count_symbols(exe, f, args.far)
-            print(f"{f.archive.name}: {len(f.bins)} stretches of 16 MiB counted", flush=True)
+            print(f"{labels[f.archive]}: {len(f.bins)} stretches of 16 MiB counted", flush=True)
     rounds: list[list[list[float]]] = [[] for _ in folders]
     for r in range(args.rounds):
         for i, f in enumerate(folders):  # the archives take turns, so a slow spell hits all of them
@@ -187,10 +189,10 @@ def main() -> None:
         print(f"timing round {r + 1}/{args.rounds} done", flush=True)
     for f, runs in zip(folders, rounds, strict=True):
         f.seconds = [min(run[i] for run in runs) for i in range(min(len(run) for run in runs))]
-    names = list(regions(folders[0], extra))
+    region_names = list(regions(folders[0], extra))
     report: dict = {"archives": [str(a) for a in args.archives], "rounds": args.rounds, "far_mib": args.far,
                     "regions": {}}
-    for name in names + ["whole folder"]:
+    for name in region_names + ["whole folder"]:
         rows: list[dict[str, float] | None] = []
         for f in folders:
             spans = regions(f, extra)
@@ -207,11 +209,11 @@ def main() -> None:
         ref = rows[0]
         for f, row in zip(folders, rows, strict=True):
             if row is None:
-                print(f"  {f.archive.name}: not in this archive")
+                print(f"  {labels[f.archive]}: not in this archive")
                 continue
             line = "  ".join(f"{k} {v:.3f}" + (f" ({v / ref[k]:.3f}x)" if ref and ref[k] and row is not ref else "")
                              for k, v in row.items())
-            print(f"  {f.archive.name}: {line}")
+            print(f"  {labels[f.archive]}: {line}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

@@ -15,7 +15,7 @@ One far repeat has no 32 equal bytes: an ELF library's ``.symtab`` repeats
 the 24-byte record of every exported symbol of its ``.dynsym`` (type, section,
 value and size) with only the 4-byte name offset changed, a library's length
 back. The probe reads the section table and marks such a ``.symtab`` far
-(:func:`symbol_tables`). On the realistic corpus (2026-12-04, one core): the
+(:func:`symbol_tables`). On the realistic corpus (2026-12-04, primed as a piece): the
 first library's 24 MiB ``.symtab`` packed to 4.99 MB with bt4 in 128 MiB and
 to 4.52 MB with hc4 in the whole window; 7-Zip's bt4 took 222 K matches over
 256 MiB back in it, the 32-byte anchors none.

@@ -333,8 +333,9 @@ class PackOptions:
     #: in 274 s against 30.15 MB in 301 s). A piece whose repeats are far (symbol names 1.2 GB back, a
     #: later library's device images, SPIR-V whose copies lie a GB back) keeps ``mf`` and the whole window:
     #: bt4 in a small window made such pieces 2-11x larger. Pieces are cut where near and far data meet
-    #: (:meth:`lzma2.CostMap.switch_points`). With ``literals``, the corpus packs to 123.4 MB (7-Zip's
-    #: best: 123.6 MB) in 499 s with 2 workers (788 s on a slower VM; docs/benchmarks.md, 2026-12-04).
+    #: (:meth:`lzma2.CostMap.switch_points`); a ``.symtab`` that repeats its ``.dynsym`` a library back counts
+    #: as far (:mod:`ipex_aot.farmatch`). With ``literals``, the corpus packs to 122.8 MB (7-Zip's best:
+    #: 123.6 MB) in 494 s with 2 workers (docs/benchmarks.md, 2026-12-04).
     first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
     #: parallel engine: "sections" codes code, relocation and symbol tables with the lc/lp/pb a trial picks
