@@ -71,19 +71,19 @@ def lzma2_folder(archive: Path) -> Folder:
         folders = streams.unpackinfo.folders
         counts = streams.substreamsinfo.num_unpackstreams_folders
         files = [(f.filename, f.uncompressed) for f in a.list() if not f.is_directory and f.uncompressed]
-    best, offset, start = None, 32 + streams.packinfo.packpos, 0
+    best, held, start = None, [], 0  # best: index of the largest folder packed with LZMA2 alone
     for i, folder in enumerate(folders):
-        pack_at = 32 + streams.packinfo.packpos + sum(streams.packinfo.packsizes[:i])
-        mine = files[start : start + counts[i]]
+        held.append(files[start : start + counts[i]])
         start += counts[i]
         coders = folder.coders
         if len(coders) == 1 and coders[0]["method"] == LZMA2_METHOD and (
-                best is None or sum(s for _, s in mine) > sum(s for _, s in best[1])):
-            best, offset = (folder, mine, coders[0]["properties"][0]), pack_at
+                best is None or sum(s for _, s in held[i]) > sum(s for _, s in held[best])):
+            best = i
     if best is None:
         sys.exit(f"{archive}: no folder packed with LZMA2 alone")
-    index = folders.index(best[0])
-    return Folder(archive, offset, streams.packinfo.packsizes[index], lzma2.dict_size_from_property(best[2]), best[1])
+    pack = streams.packinfo
+    return Folder(archive, 32 + pack.packpos + sum(pack.packsizes[:best]), pack.packsizes[best],
+                  lzma2.dict_size_from_property(folders[best].coders[0]["properties"][0]), held[best])
 
 
 def compile_tool(into: Path) -> Path:

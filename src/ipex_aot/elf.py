@@ -28,6 +28,8 @@ MAGIC = b"\x7fELF"
 MAX_SECTIONS = 1 << 16
 MAX_NOTES = 1024
 SHT_NULL, SHT_NOBITS = 0, 8
+#: section types the packer reads (literals.py, farmatch.py)
+SHT_SYMTAB, SHT_RELA, SHT_REL, SHT_DYNSYM = 2, 4, 9, 11
 
 
 def safe_name(raw: bytes) -> str:

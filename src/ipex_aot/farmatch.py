@@ -44,7 +44,6 @@ SPAN = 32
 #: multipliers of the first three of a span's four 8-byte words (the fourth is taken as it is)
 _MIX = tuple(np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9))
 _CHUNK = 32 << 20
-_SHT_SYMTAB, _SHT_DYNSYM = 2, 11
 #: stream offsets are kept multiples of this (lzma2.ALIGN: pieces are cut there)
 _ALIGN = 16
 
@@ -116,9 +115,9 @@ def symbol_tables(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[int, in
                     secs = []
                 finally:
                     view.release()
-            dynsym = [s for s in secs if s.type == _SHT_DYNSYM and s.size]
+            dynsym = [s for s in secs if s.type == elf.SHT_DYNSYM and s.size]
             for s in secs:
-                if s.type == _SHT_SYMTAB and s.size and dynsym and dynsym[0].offset < s.offset:
+                if s.type == elf.SHT_SYMTAB and s.size and dynsym and dynsym[0].offset < s.offset:
                     start = (base + s.offset) // _ALIGN * _ALIGN
                     end = min(base + size, -(-(base + s.offset + s.size) // _ALIGN) * _ALIGN)
                     found.append((start, end, s.offset - dynsym[0].offset))

@@ -59,7 +59,6 @@ SAMPLES = 4
 SAMPLE_SIZE = 1 << 20
 
 _SHF_EXECINSTR = 0x4
-_SHT_SYMTAB, _SHT_RELA, _SHT_REL, _SHT_DYNSYM = 2, 4, 9, 11
 
 
 class Change(NamedTuple):
@@ -80,7 +79,7 @@ class Region(NamedTuple):
 def _kind_elf(section: elf.Section) -> str | None:
     if section.flags & _SHF_EXECINSTR:
         return "code"
-    if section.type in (_SHT_RELA, _SHT_REL, _SHT_SYMTAB, _SHT_DYNSYM):
+    if section.type in (elf.SHT_RELA, elf.SHT_REL, elf.SHT_SYMTAB, elf.SHT_DYNSYM):
         return "table"
     return None
 
