@@ -589,3 +589,98 @@ def test_a_far_symbol_table_is_a_piece_of_its_own(tmp_path, monkeypatch):
     bounds = lzma2.split_pieces(total, 4, whole, costs, first_seen)
     assert (start, end) in bounds
     assert [lzma2.piece_options(options, a, b, costs, first_seen).mf for a, b in bounds].count("hc4") == 1
+
+
+def _hashed_library(tmp_path: Path, name: str = "hashed.so", count: int = 20000) -> Path:
+    """A real gcc-linked library with many exported names: its .gnu.hash is a few hundred KB of hash words."""
+    rng = random.Random(11)
+    src = tmp_path / f"{name}.c"
+    src.write_text("".join(f"int f_{rng.getrandbits(64):016x}(int x) {{ return x + {i}; }}\n" for i in range(count)))
+    lib = tmp_path / name
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True, capture_output=True)
+    return lib
+
+
+def _stored_ranges(stream: bytes) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """The uncompressed chunks' ranges (merged where they touch) and each LZMA chunk's control byte by offset."""
+    ranges: list[list[int]] = []
+    controls: dict[int, int] = {}
+    pos = at = 0
+    while stream[pos]:
+        control = stream[pos]
+        if control in (1, 2):
+            size = int.from_bytes(stream[pos + 1 : pos + 3], "big") + 1
+            if ranges and ranges[-1][1] == at:
+                ranges[-1][1] += size
+            else:
+                ranges.append([at, at + size])
+            pos, at = pos + 3 + size, at + size
+            continue
+        controls[at] = control
+        unpacked = ((control & 0x1F) << 16 | int.from_bytes(stream[pos + 1 : pos + 3], "big")) + 1
+        pos += (6 if control >= 0xC0 else 5) + int.from_bytes(stream[pos + 3 : pos + 5], "big") + 1
+        at += unpacked
+    return [(a, b) for a, b in ranges], controls
+
+
+def test_a_section_lzma_hardly_packs_is_stored_where_it_is_first_seen(tmp_path, monkeypatch):
+    """The section found is readelf's .gnu.hash; its copy in a later library is not stored, nor are code or tables."""
+    lib = _hashed_library(tmp_path)
+    off, size, kind, _ = _readelf_sections(str(lib))[".gnu.hash"]
+    assert kind == "GNU_HASH" and size > 128 << 10
+    again = tmp_path / "again.so"
+    again.write_bytes(lib.read_bytes())
+    monkeypatch.setattr(literals, "MIN_STORED", 64 << 10)
+    assert literals.stored_stretches([lib, again]) == []  # this small table packs to ~0.67: under STORE_RATIO
+    monkeypatch.setattr(literals, "STORE_RATIO", 0.6)
+    assert literals.stored_stretches([lib, again], jobs=2) == [literals.Stored(off, off + size)]
+    head = lib.stat().st_size
+    assert literals.stored_stretches([again], lambda a, b: b - a) == [literals.Stored(off, off + size)]
+    assert literals.stored_stretches([lib], lambda a, b: (b - a) // 2) == []  # half of it repeats earlier data
+    other = _hashed_library(tmp_path, "other.so", count=21000)  # other names: its own hash table, also stored
+    o_off, o_size, _, _ = _readelf_sections(str(other))[".gnu.hash"]
+    assert literals.stored_stretches([lib, other]) == [literals.Stored(off, off + size),
+                                                       literals.Stored(head + o_off, head + o_off + o_size)]
+
+
+def test_stored_stretches_are_uncompressed_chunks_in_a_stream_every_decoder_reads(tmp_path, monkeypatch):
+    """At the stream's start, across a piece bound, beside lc/lp/pb changes: the bytes are kept as they are,
+    the chunk after each stretch resets the LZMA state, and liblzma, py7zr and 7-Zip decode the stream."""
+    lib = _hashed_library(tmp_path)
+    off, size, _, _ = _readelf_sections(str(lib))[".gnu.hash"]
+    monkeypatch.setattr(literals, "MIN_REGION", 64 << 10)
+    paths = [lib, *_files(tmp_path, sizes=(700 << 10, 500 << 10))]
+    source = lzma2.Source(paths)
+    raw = b"".join(p.read_bytes() for p in paths)
+    opts = lzma2.Lzma2Options(dict_size=8 << 20, preset=6)
+    plain = lzma2.encode_parallel(source, opts, tmp_path / "plain", workers=2, pieces=3)
+    bound = plain.pieces[1][0]
+    stored = [literals.Stored(0, off - 8), literals.Stored(off, off + size),
+              literals.Stored(bound - 100003, bound + 50001)]
+    changes = literals.stream_changes([lib])  # the code's and the tables' settings, some inside the stretches
+    changes = [*changes, literals.Change(off + 1000, (0, 3, 3)), literals.Change(off + size, literals.DEFAULT)]
+    changes.sort()
+    results = [lzma2.encode_parallel(source, opts, tmp_path / f"s{w}", workers=w, pieces=3, changes=changes,
+                                     stored=stored) for w in (1, 2)]
+    stream = (tmp_path / "s2").read_bytes()
+    assert stream == (tmp_path / "s1").read_bytes() and results[1].pieces == plain.pieces
+    assert _decode(stream, 8 << 20) == raw
+    ranges, controls = _stored_ranges(stream)
+    for a, b in stored:
+        assert any(x <= a and b <= y for x, y in ranges), (a, b, ranges)
+        # the state starts afresh after the stored bytes (liblzma may store a few bytes between two stretches)
+        assert controls[min(at for at in controls if at >= b)] >= 0xA0
+    assert stream[0] == 1  # the first chunk is stored: it resets the dictionary
+    kept = sum(b - a for a, b in stored)
+    assert len(stream) > plain.packed_size  # stored bytes are not packed
+    assert abs(len(stream) - plain.packed_size) < kept
+    archive = tmp_path / "a.7z"
+    entries = [sevenz.Entry(p.name, size=p.stat().st_size, crc32=zlib.crc32(p.read_bytes())) for p in paths]
+    big = sevenz.Folder(len(stream), lzma2.dict_size_property(8 << 20), entries)
+    with open(archive, "wb") as out, open(tmp_path / "s2", "rb") as s:
+        sevenz.write_archive(out, [s], [big], ["a", "b"], 0)
+    proc = subprocess.run([shutil.which("7zz") or "7z", "t", str(archive)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Everything is Ok" in proc.stdout, proc.stdout + proc.stderr
+    with py7zr.SevenZipFile(archive) as a:
+        a.extractall(tmp_path / "py7zr")
+    assert b"".join((tmp_path / "py7zr" / p.name).read_bytes() for p in paths) == raw

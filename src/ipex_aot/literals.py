@@ -35,7 +35,7 @@ import hashlib
 import lzma
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ipex_aot import elf, scan
@@ -57,6 +57,15 @@ MIN_GAIN = 0.005
 #: the trial's sample: this many stretches of SAMPLE_SIZE, evenly spread (the whole section when shorter).
 SAMPLES = 4
 SAMPLE_SIZE = 1 << 20
+#: A section that LZMA hardly packs decodes slowly for what it saves: every byte is a literal, eight
+#: binary decisions (the realistic corpus's 1.9 MB ``.gnu.hash`` packs to 0.864 of its size and takes
+#: liblzma 0.080 s to decode, 41 ns a byte, where a copy takes a fraction of a millisecond). Sections
+#: that pack to at least this share of their size are stored as they are (:func:`stored_stretches`) ...
+STORE_RATIO = 0.8
+#: ... when at least this long (the chunk after a stored stretch starts the LZMA state afresh) ...
+MIN_STORED = 256 << 10
+#: ... and at least this share of their bytes is first-seen (:meth:`ipex_aot.lzma2.CostMap.first_seen`).
+STORE_FIRST_SEEN = 0.9
 
 _SHF_EXECINSTR = 0x4
 
@@ -84,12 +93,10 @@ def _kind_elf(section: elf.Section) -> str | None:
     return None
 
 
-def file_regions(path: str | os.PathLike[str]) -> list[Region]:
-    """The file's stretches of code and of tables, at least :data:`MIN_REGION` long, in order.
+def _spans(path: str | os.PathLike[str]) -> list[tuple[int, int, str | None]]:
+    """(file start, end, kind) of every section with file data, in file order; kind None: neither code nor table.
 
-    Neighbouring sections of one kind form one stretch (the alignment padding
-    between them goes with it). A file that is neither ELF64 LE nor PE, or
-    whose headers are damaged, has none.
+    A file that is neither ELF64 LE nor PE, or whose headers are damaged, has none.
     """
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size < 64:
@@ -109,8 +116,18 @@ def file_regions(path: str | os.PathLike[str]) -> list[Region]:
                 return []
             finally:
                 view.release()
+    return sorted(spans)
+
+
+def file_regions(path: str | os.PathLike[str]) -> list[Region]:
+    """The file's stretches of code and of tables, at least :data:`MIN_REGION` long, in order.
+
+    Neighbouring sections of one kind form one stretch (the alignment padding
+    between them goes with it). A file that is neither ELF64 LE nor PE, or
+    whose headers are damaged, has none.
+    """
     merged: list[list] = []
-    for start, end, kind in sorted(spans):
+    for start, end, kind in _spans(path):
         if merged and kind is not None and merged[-1][2] == kind:
             merged[-1][1] = max(merged[-1][1], end)
             continue
@@ -182,6 +199,56 @@ def stream_changes(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> li
         if end < base:
             changes.append(Change(end, DEFAULT))
     return changes
+
+
+class Stored(NamedTuple):
+    """A stretch of the stream kept as it is: LZMA2's uncompressed chunks, from stream offset ``start`` to ``end``."""
+
+    start: int
+    end: int
+
+
+def _ratio(data: bytes, preset: int) -> float:
+    f = {"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": max(1 << 20, len(data))}
+    return len(lzma.compress(data, format=lzma.FORMAT_RAW, filters=[f])) / max(1, len(data))
+
+
+def _hardly_packs(data: bytes) -> bool:
+    # preset 0 first: it takes milliseconds and packs no better than preset 9, so most sections stop there
+    return _ratio(data, 0) >= STORE_RATIO and _ratio(data, 9) >= STORE_RATIO
+
+
+def stored_stretches(paths: Sequence[str | os.PathLike[str]], first_seen: Callable[[int, int], int] | None = None,
+                     jobs: int = 1) -> list[Stored]:
+    """The sections of ``paths`` (the files end to end) that the stream stores as they are.
+
+    A section qualifies when it is neither code nor a table, at least
+    :data:`MIN_STORED` long, LZMA packs its sample (:func:`sample`) to at
+    least :data:`STORE_RATIO` of its size, and its bytes are new: no section
+    earlier in the stream had the same sample, and ``first_seen``
+    (:meth:`ipex_aot.lzma2.CostMap.first_seen`), when given, counts at least
+    :data:`STORE_FIRST_SEEN` of it as first-seen. A later library's copy of a
+    stored section is one long match, which decodes faster than a copy.
+    """
+    found: list[tuple[int, int, bytes]] = []  # stream start, end, digest
+    samples: dict[bytes, bytes] = {}
+    base = 0
+    for path in paths:
+        for start, end, kind in _spans(path):
+            if kind is not None or end - start < MIN_STORED:
+                continue
+            data = sample(path, Region(start, end, "stored"), base)
+            digest = hashlib.sha256(data).digest()
+            if digest in samples:  # a repeat of an earlier section
+                continue
+            samples[digest] = data
+            found.append((base + start, base + end, digest))
+        base += os.path.getsize(path)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        keys = list(samples)
+        verdict = dict(zip(keys, pool.map(lambda k: _hardly_packs(samples[k]), keys), strict=True))
+    return [Stored(a, b) for a, b, digest in found if verdict[digest]
+            and (first_seen is None or first_seen(a, b) >= STORE_FIRST_SEEN * (b - a))]
 
 
 def props_at(changes: Sequence[Change], pos: int) -> Props:

@@ -648,6 +648,7 @@ def encode_piece(
     on_primed: Callable[[], object] | None = None,
     priming: threading.Lock | None = None,
     changes: Sequence[Change] = (),
+    stored: Sequence[tuple[int, int]] = (),
 ) -> int:
     """Encode ``source[start:end]`` as a piece of one LZMA2 stream; returns bytes written.
 
@@ -655,7 +656,9 @@ def encode_piece(
     ``start``; the end marker is kept only when ``last``. ``changes``
     (:func:`ipex_aot.literals.stream_changes`) set lc/lp/pb: the piece starts
     with the setting in force at ``start`` and switches at each later change
-    (a flushed chunk, then ``lzma_filters_update``).
+    (a flushed chunk, then ``lzma_filters_update``). ``stored`` stretches
+    (:func:`ipex_aot.literals.stored_stretches`) go in as LZMA2's uncompressed
+    chunks (:func:`_encode_primed`).
     """
     if start % ALIGN or options.dict_size % ALIGN:
         raise ValueError("piece start and dict_size must be multiples of 16")
@@ -682,16 +685,43 @@ def encode_piece(
             on_primed()
         switches = [c for c in changes if start < c.at < end]
         return _encode_primed(lib, strm, source, start, end, out, progress, last=last, cancel=cancel,
-                              switches=switches, opts=opts, filters=filters)
+                              switches=switches, opts=opts, filters=filters, stored=stored)
     finally:
         lib.lzma_end(ctypes.byref(strm))
         allocator.release()
 
 
+#: LZMA2's largest uncompressed chunk.
+STORED_CHUNK = 1 << 16
+
+
+def _stored_chunks(source: Source, start: int, end: int) -> bytes:
+    """``source[start:end]`` as LZMA2 uncompressed chunks (control 1 resets the dictionary at offset 0, else 2)."""
+    data = bytearray(end - start)
+    source.read_into(start, memoryview(data))
+    out = bytearray()
+    for at in range(0, len(data), STORED_CHUNK):
+        part = data[at : at + STORED_CHUNK]
+        out += bytes((1 if start + at == 0 else 2,)) + (len(part) - 1).to_bytes(2, "big") + part
+    return bytes(out)
+
+
 def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, end: int,
                    out: Callable[[bytes], object], progress: Callable[[int], None] | None, *, last: bool,
                    cancel: threading.Event | None, switches: Sequence[Change] = (),
-                   opts: _OptionsLzma | None = None, filters: ctypes.Array | None = None) -> int:
+                   opts: _OptionsLzma | None = None, filters: ctypes.Array | None = None,
+                   stored: Sequence[tuple[int, int]] = ()) -> int:
+    """Feed ``source[start:end]`` through the primed encoder ``strm``, writing the LZMA2 chunks to ``out``.
+
+    At each of ``switches`` the chunk is flushed and lc/lp/pb change. Each
+    ``stored`` stretch (clipped to the piece) is flushed up to, run through the
+    encoder so its bytes are in the match finder's window, its chunks dropped
+    and replaced by the bytes as uncompressed chunks; the encoder's next chunk
+    then resets the LZMA state, which the decoder's state (untouched by the
+    uncompressed chunks) needs. liblzma resets the state at a chunk only when
+    lc/lp/pb change (``lzma2_encoder_options_update``), so pb is changed and
+    changed back, which sets the reset and keeps the setting.
+    """
     outbuf = ctypes.create_string_buffer(_IO_CHUNK)
     inbuf = bytearray(_IO_CHUNK)
     inview = memoryview(inbuf)
@@ -699,11 +729,27 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
     written = 0
     pending = b""  # the last byte, held back until we know whether it is the end marker
     pos = start
-    upcoming = list(switches)
+    # (offset, change or None, end of the stored stretch or None); a change inside a stored stretch waits for its end
+    spans = [(max(a, start), min(b, end)) for a, b in stored if a < end and b > start]
+    events: list[tuple[int, Change | None, int | None]] = [(a, None, b) for a, b in spans]
+    for switch in switches:
+        holder = next((b for a, b in spans if a <= switch.at < b), None)
+        events.append((switch.at if holder is None else holder, switch, None))
+    events.sort(key=lambda e: (e[0], e[1] is not None))
+    storing: tuple[int, int] | None = None  # the stored stretch going through the encoder now
+
+    def set_props(props: tuple[int, int, int], reset: bool) -> None:
+        assert opts is not None and filters is not None
+        if reset:  # another pb first, so the update below differs from the encoder's and resets the state
+            opts.pb ^= 1
+            _check(lib.lzma_filters_update(ctypes.byref(strm), filters), "resetting the LZMA state")
+        opts.lc, opts.lp, opts.pb = props
+        _check(lib.lzma_filters_update(ctypes.byref(strm), filters), "changing lc/lp/pb")
+
     while True:
         if cancel is not None and cancel.is_set():
             raise ArchiveError("packing was cancelled")
-        stop = upcoming[0].at if upcoming else end  # read no further before switching the setting
+        stop = storing[1] if storing else events[0][0] if events else end  # read no further before it
         if strm.avail_in == 0:
             n = min(_IO_CHUNK, stop - pos)
             if n:
@@ -714,23 +760,36 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
                     progress(n)
         action = _RUN
         if pos >= stop:
-            action = _SYNC_FLUSH if upcoming else _FINISH
+            action = _SYNC_FLUSH if storing or events else _FINISH
         strm.next_out, strm.avail_out = ctypes.addressof(outbuf), _IO_CHUNK
         ret = lib.lzma_code(ctypes.byref(strm), action)
         _check(ret, "encoding")
         produced = _IO_CHUNK - strm.avail_out
-        if produced:
+        if produced and not storing:
             data = pending + outbuf.raw[:produced]
             out(data[:-1])
             written += len(data) - 1
             pending = data[-1:]
-        if ret == _STREAM_END:
-            if action == _FINISH:
-                break
-            # the chunk is flushed: the next one starts with the state reset and the new properties
-            assert opts is not None and filters is not None
-            opts.lc, opts.lp, opts.pb = upcoming.pop(0).props
-            _check(lib.lzma_filters_update(ctypes.byref(strm), filters), "changing lc/lp/pb")
+        if ret != _STREAM_END:
+            continue
+        if action == _FINISH:
+            break
+        if storing:  # the stretch is in the window and its chunks dropped: the bytes as they are
+            chunks = _stored_chunks(source, *storing)
+            out(chunks)
+            written += len(chunks)
+            storing = None
+            assert opts is not None
+            set_props((opts.lc, opts.lp, opts.pb), reset=True)
+            continue
+        _, change, stored_end = events.pop(0)
+        if change is not None:  # the chunk is flushed: the next one starts with the state reset and the new properties
+            set_props(change.props, reset=False)
+        elif stored_end is not None:
+            out(pending)  # a whole chunk, not the end marker: everything so far is final
+            written += len(pending)
+            pending = b""
+            storing = (pos, stored_end)
     if pending != b"\x00":
         raise ArchiveError("liblzma ended an LZMA2 piece without its end marker; cannot join pieces")
     if last:
@@ -816,6 +875,7 @@ def encode_parallel(
     memory: int | None = None,
     first_seen: Lzma2Options | None = None,
     changes: Sequence[Change] = (),
+    stored: Sequence[tuple[int, int]] = (),
 ) -> EncodeResult:
     """Encode the whole ``source`` as one LZMA2 stream into ``out_path`` on up to ``workers`` threads.
 
@@ -830,8 +890,11 @@ def encode_parallel(
     by side; the bytes never depend on either. Each piece goes to a temporary file beside
     ``out_path`` and the pieces are joined in order. Pieces that are mostly
     first-seen data are encoded with ``first_seen`` (see :func:`piece_options`).
-    ``changes`` set lc/lp/pb per section (:func:`encode_piece`).
+    ``changes`` set lc/lp/pb per section and ``stored`` stretches are kept as
+    they are (:func:`encode_piece`).
     """
+    if any(not a < b for a, b in stored) or any(b > c for (_, b), (c, _) in zip(stored, stored[1:], strict=False)):
+        raise ValueError("stored stretches must be non-empty, in order and apart")
     dict_size = min(options.dict_size, DICT_MAX) // ALIGN * ALIGN
     options = replace(options, dict_size=max(dict_size, 1 << 16))
     bounds = split_pieces(source.size, pieces or workers, options.dict_size, costs, first_seen, options.depth)
@@ -871,7 +934,7 @@ def encode_parallel(
                 packed = encode_piece(source, start, end, settings[i], f.write, tick,
                                       last=i == len(bounds) - 1, cancel=cancel, priming=priming,
                                       on_primed=lambda: primed.append(time.monotonic() - began),
-                                      changes=changes)
+                                      changes=changes, stored=stored)
         except BaseException:
             cancel.set()
             raise

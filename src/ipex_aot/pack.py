@@ -411,18 +411,25 @@ def _write_parallel(tmp: Path, folders: Sequence[Folder], small: Sequence[tuple[
     log.info(f"parallel LZMA2: up to {opts.jobs} worker(s) within {opts.memory / 2**30:.1f} GiB, dictionary "
              f"{dict_size >> 20} MiB, match finder {finders}, at most {per / 2**30:.1f} GiB per encoder")
     changes: list[literals.Change] = []
+    stored: list[literals.Stored] = []
     if opts.literals == "sections":
         with log.step("choose lc/lp/pb for the code and table sections by trial"):
             changes = literals.stream_changes(source.paths, opts.jobs)
         log.info(f"literal settings: {len(changes)} change(s) at section bounds"
                  + "".join(f"; from {c.at / 1e6:.0f} MB lc{c.props[0]} lp{c.props[1]} pb{c.props[2]}"
                            for c in changes[:6]) + ("; ..." if len(changes) > 6 else ""))
+        with log.step("find the sections LZMA hardly packs"):
+            stored = literals.stored_stretches(source.paths, costs.first_seen if costs else None, opts.jobs)
+        if stored:
+            log.info(f"stored as they are: {sum(b - a for a, b in stored) / 1e6:.1f} MB in {len(stored)} section(s)"
+                     + "".join(f"; {a / 1e6:.1f}-{b / 1e6:.1f} MB" for a, b in stored[:4])
+                     + ("; ..." if len(stored) > 4 else ""))
     stream = tmp.with_name(tmp.name + ".lzma2")
     try:
         result = lzma2.encode_parallel(
             source, opts.main_options(dict_size), stream,
             workers=opts.jobs, pieces=opts.pieces, costs=costs, progress=progress, memory=opts.memory,
-            first_seen=first_seen, changes=changes,
+            first_seen=first_seen, changes=changes, stored=stored,
         )
         if len(result.pieces) > 1:
             log.info("pieces: " + "; ".join(s.describe() for s in result.stats)
