@@ -96,7 +96,8 @@ def measure(cmd: list[str], *, env: dict | None = None, cwd: str | None = None) 
             sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{log[-2000:]}")
     result = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
               "peak_rss_gb": round(peak[0] / 1e9, 2), "load": [round(x, 2) for x in os.getloadavg()]}
-    steps = [line for line in log.splitlines() if line.startswith(("<== ", "parallel LZMA2", "plan:", "literal settings:"))]
+    steps = [line for line in log.splitlines()
+             if line.startswith(("<== ", "parallel LZMA2", "plan:", "literal settings:", "stored as they are:"))]
     if steps:
         result["log"] = steps
     for line in log.splitlines():

@@ -1,4 +1,4 @@
-"""LZMA's literal and position settings (lc, lp, pb), chosen per section of the libraries.
+"""How LZMA codes the literals of each section of the libraries: its lc, lp, pb, or not at all.
 
 LZMA codes each literal and each match flag in a context of the previous
 byte's top ``lc`` bits and the position modulo ``2**lp`` and ``2**pb``. One
@@ -23,6 +23,11 @@ sample, under :data:`MIN_GAIN`, so it keeps the default; so does MSVC's x64
 code (CPython's python311.dll: (0, 4, 4) 0.8% larger). The trial of one
 section takes about 4 s of one core; the later libraries' sections that
 sample the same bytes reuse it.
+
+A section LZMA hardly packs (hash tables, compressed blobs) is nearly all
+literals, the slowest thing to decode, for little saved; the first time such a
+section occurs it is stored as it is (:func:`stored_stretches`, LZMA2's
+uncompressed chunks), its later copies are matches.
 
 Only the libraries' bytes decide, so archives stay reproducible. Files that
 are neither ELF64 LE nor PE, or whose headers are damaged, keep the default.

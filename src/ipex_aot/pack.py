@@ -334,13 +334,14 @@ class PackOptions:
     #: later library's device images, SPIR-V whose copies lie a GB back) keeps ``mf`` and the whole window:
     #: bt4 in a small window made such pieces 2-11x larger. Pieces are cut where near and far data meet
     #: (:meth:`lzma2.CostMap.switch_points`); a ``.symtab`` that repeats its ``.dynsym`` a library back counts
-    #: as far (:mod:`ipex_aot.farmatch`). With ``literals``, the corpus packs to 122.8 MB (7-Zip's best:
-    #: 123.6 MB) in 494 s with 2 workers (docs/benchmarks.md, 2026-12-04).
+    #: as far (:mod:`ipex_aot.farmatch`). With ``literals``, the corpus packs to 123.0 MB (7-Zip's best:
+    #: 123.6 MB) in 488 s with 2 workers (docs/benchmarks.md, 2026-12-04).
     first_seen_mf: str = "bt4"
     first_seen_window: int = 128 << 20
     #: parallel engine: "sections" codes code, relocation and symbol tables with the lc/lp/pb a trial picks
-    #: (:mod:`ipex_aot.literals`; the corpus's first 447 MiB 1.5% smaller); "fixed": liblzma's 3/0/2
-    #: throughout, the python engine's bytes with one piece.
+    #: (:mod:`ipex_aot.literals`; the corpus's first 447 MiB 1.5% smaller) and stores the first-seen sections
+    #: LZMA hardly packs as they are (:func:`ipex_aot.literals.stored_stretches`); "fixed": liblzma's 3/0/2
+    #: throughout and nothing stored, the python engine's bytes with one piece.
     literals: str = "sections"
     memory: int = DEFAULT_MEMORY
     sevenzip: str | None = None
@@ -707,8 +708,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="parallel engine: their largest window (default 128m: a bt4 encoder of about 1.4 GiB)")
     p.add_argument("--literals", choices=("sections", "fixed"), default="sections",
                    help="parallel engine: sections (default) gives code, relocation and symbol tables the LZMA "
-                        "lc/lp/pb a trial on a sample of each picks; fixed: 3/0/2 throughout, the python engine's "
-                        "bytes with --pieces 1")
+                        "lc/lp/pb a trial on a sample of each picks, and stores first-seen sections LZMA hardly "
+                        "packs as they are (faster to extract); fixed: 3/0/2 throughout, nothing stored, the "
+                        "python engine's bytes with --pieces 1")
     p.add_argument("--nice-len", type=int, default=128, metavar="8-273",
                    help="LZMA nice_len (7-Zip's fb): longer searches, smaller archive, slower (default 128)")
     p.add_argument("--depth", type=int, default=80, metavar="0-1000",
