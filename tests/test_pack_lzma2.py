@@ -655,10 +655,14 @@ def test_stored_stretches_are_uncompressed_chunks_in_a_stream_every_decoder_read
     opts = lzma2.Lzma2Options(dict_size=8 << 20, preset=6)
     plain = lzma2.encode_parallel(source, opts, tmp_path / "plain", workers=2, pieces=3)
     bound = plain.pieces[1][0]
+    total, pair = len(raw), plain.pieces[2][0] + 100000  # two stretches back to back inside the last piece
     stored = [literals.Stored(0, off - 8), literals.Stored(off, off + size),
-              literals.Stored(bound - 100003, bound + 50001)]
+              literals.Stored(bound - 100003, bound + 50001), literals.Stored(pair, pair + 40001),
+              literals.Stored(pair + 40001, pair + 80017), literals.Stored(total - 30000, total)]
+    assert pair + 80017 < total - 30000
     changes = literals.stream_changes([lib])  # the code's and the tables' settings, some inside the stretches
-    changes = [*changes, literals.Change(off + 1000, (0, 3, 3)), literals.Change(off + size, literals.DEFAULT)]
+    changes = [*changes, literals.Change(off + 1000, (0, 3, 3)), literals.Change(off + size, literals.DEFAULT),
+               literals.Change(pair, (1, 3, 3)), literals.Change(pair + 90000, literals.DEFAULT)]
     changes.sort()
     results = [lzma2.encode_parallel(source, opts, tmp_path / f"s{w}", workers=w, pieces=3, changes=changes,
                                      stored=stored) for w in (1, 2)]
@@ -669,7 +673,8 @@ def test_stored_stretches_are_uncompressed_chunks_in_a_stream_every_decoder_read
     for a, b in stored:
         assert any(x <= a and b <= y for x, y in ranges), (a, b, ranges)
         # the state starts afresh after the stored bytes (liblzma may store a few bytes between two stretches)
-        assert controls[min(at for at in controls if at >= b)] >= 0xA0
+        assert b == total or controls[min(at for at in controls if at >= b)] >= 0xA0
+    assert stream[-1] == 0 and ranges[-1][1] == total  # the end marker right after the last stored chunk
     assert stream[0] == 1  # the first chunk is stored: it resets the dictionary
     kept = sum(b - a for a, b in stored)
     assert len(stream) > plain.packed_size  # stored bytes are not packed

@@ -695,15 +695,18 @@ def encode_piece(
 STORED_CHUNK = 1 << 16
 
 
-def _stored_chunks(source: Source, start: int, end: int) -> bytes:
-    """``source[start:end]`` as LZMA2 uncompressed chunks (control 1 resets the dictionary at offset 0, else 2)."""
-    data = bytearray(end - start)
-    source.read_into(start, memoryview(data))
-    out = bytearray()
-    for at in range(0, len(data), STORED_CHUNK):
-        part = data[at : at + STORED_CHUNK]
-        out += bytes((1 if start + at == 0 else 2,)) + (len(part) - 1).to_bytes(2, "big") + part
-    return bytes(out)
+def _write_stored(source: Source, start: int, end: int, out: Callable[[bytes], object]) -> int:
+    """Write ``source[start:end]`` as LZMA2 uncompressed chunks (control 1 resets the dictionary at offset 0,
+    else 2), one chunk in memory at a time; returns the bytes written."""
+    buf = bytearray(STORED_CHUNK)
+    view = memoryview(buf)
+    written = 0
+    for at in range(start, end, STORED_CHUNK):
+        n = min(STORED_CHUNK, end - at)
+        source.read_into(at, view[:n])
+        out(bytes((1 if at == 0 else 2,)) + (n - 1).to_bytes(2, "big") + bytes(view[:n]))
+        written += 3 + n
+    return written
 
 
 def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, end: int,
@@ -729,12 +732,16 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
     written = 0
     pending = b""  # the last byte, held back until we know whether it is the end marker
     pos = start
-    # (offset, change or None, end of the stored stretch or None); a change inside a stored stretch waits for its end
+    # (offset, change or None, end of the stored stretch or None); a change at or inside a stored stretch
+    # waits for its end (and for the end of a stretch right after it)
     spans = [(max(a, start), min(b, end)) for a, b in stored if a < end and b > start]
     events: list[tuple[int, Change | None, int | None]] = [(a, None, b) for a, b in spans]
     for switch in switches:
-        holder = next((b for a, b in spans if a <= switch.at < b), None)
-        events.append((switch.at if holder is None else holder, switch, None))
+        at = switch.at
+        for a, b in spans:  # in order and apart
+            if a <= at < b:
+                at = b
+        events.append((at, switch, None))
     events.sort(key=lambda e: (e[0], e[1] is not None))
     storing: tuple[int, int] | None = None  # the stored stretch going through the encoder now
 
@@ -751,7 +758,7 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
             raise ArchiveError("packing was cancelled")
         stop = storing[1] if storing else events[0][0] if events else end  # read no further before it
         if strm.avail_in == 0:
-            n = min(_IO_CHUNK, stop - pos)
+            n = min(_IO_CHUNK, max(0, stop - pos))
             if n:
                 source.read_into(pos, inview[:n])
                 pos += n
@@ -775,9 +782,7 @@ def _encode_primed(lib: ctypes.CDLL, strm: _Stream, source: Source, start: int, 
         if action == _FINISH:
             break
         if storing:  # the stretch is in the window and its chunks dropped: the bytes as they are
-            chunks = _stored_chunks(source, *storing)
-            out(chunks)
-            written += len(chunks)
+            written += _write_stored(source, *storing, out)
             storing = None
             assert opts is not None
             set_props((opts.lc, opts.lp, opts.pb), reset=True)
