@@ -643,6 +643,34 @@ def test_a_section_lzma_hardly_packs_is_stored_where_it_is_first_seen(tmp_path, 
                                                        literals.Stored(head + o_off, head + o_off + o_size)]
 
 
+def test_a_section_over_a_stored_one_is_left_out(tmp_path, monkeypatch):
+    """Crafted headers: a note section moved inside .gnu.hash. One stretch is stored, and the stream still packs."""
+    lib = _hashed_library(tmp_path)
+    sections = _readelf_sections(str(lib))
+    off, size, _, _ = sections[".gnu.hash"]
+    note_off, note_size, _, _ = sections[".note.gnu.build-id"]
+    data = bytearray(lib.read_bytes())
+    shoff, entsize, count = (int.from_bytes(data[a:b], "little") for a, b in ((0x28, 0x30), (0x3A, 0x3C), (0x3C, 0x3E)))
+    entry = next(shoff + i * entsize for i in range(count)
+                 if int.from_bytes(data[shoff + i * entsize + 24 : shoff + i * entsize + 32], "little") == note_off)
+    assert int.from_bytes(data[entry + 32 : entry + 40], "little") == note_size
+    data[entry + 24 : entry + 40] = (off + 64).to_bytes(8, "little") + (size - 64).to_bytes(8, "little")
+    crafted = tmp_path / "crafted.so"
+    crafted.write_bytes(bytes(data))
+    assert _readelf_sections(str(crafted))[".note.gnu.build-id"][:2] == (off + 64, size - 64)
+    monkeypatch.setattr(literals, "MIN_STORED", 64 << 10)
+    monkeypatch.setattr(literals, "STORE_RATIO", 0.6)
+    stored = literals.stored_stretches([crafted])
+    assert stored == [literals.Stored(off, off + size)]
+    source = lzma2.Source([crafted])
+    lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=1 << 20, preset=1), tmp_path / "s", workers=1,
+                          pieces=2, stored=stored)
+    assert _decode((tmp_path / "s").read_bytes(), 1 << 20) == bytes(data)
+    with pytest.raises(ValueError, match="in order and apart"):
+        lzma2.encode_parallel(source, lzma2.Lzma2Options(dict_size=1 << 20, preset=1), tmp_path / "t", workers=1,
+                              stored=[literals.Stored(off, off + size), literals.Stored(off + 64, off + size)])
+
+
 def test_stored_stretches_are_uncompressed_chunks_in_a_stream_every_decoder_reads(tmp_path, monkeypatch):
     """At the stream's start, across a piece bound, beside lc/lp/pb changes: the bytes are kept as they are,
     the chunk after each stretch resets the LZMA state, and liblzma, py7zr and 7-Zip decode the stream."""

@@ -219,7 +219,8 @@ def _ratio(data: bytes, preset: int) -> float:
 
 
 def _hardly_packs(data: bytes) -> bool:
-    # preset 0 first: it takes milliseconds and packs no better than preset 9, so most sections stop there
+    # preset 0 first: it takes milliseconds and in practice packs no better than preset 9, so most sections
+    # stop there
     return _ratio(data, 0) >= STORE_RATIO and _ratio(data, 9) >= STORE_RATIO
 
 
@@ -232,8 +233,10 @@ def stored_stretches(paths: Sequence[str | os.PathLike[str]], first_seen: Callab
     least :data:`STORE_RATIO` of its size, and its bytes are new: no section
     earlier in the stream had the same sample, and ``first_seen``
     (:meth:`ipex_aot.lzma2.CostMap.first_seen`), when given, counts at least
-    :data:`STORE_FIRST_SEEN` of it as first-seen. A later library's copy of a
-    stored section is one long match, which decodes faster than a copy.
+    :data:`STORE_FIRST_SEEN` of it as first-seen. A later library's copy of
+    such a section is a long match, nearly free to store and to decode. Sections
+    that overlap one before them (damaged or crafted headers) are left out, so
+    the stretches are in order and apart.
     """
     found: list[tuple[int, int, bytes]] = []  # stream start, end, digest
     samples: dict[bytes, bytes] = {}
@@ -252,8 +255,12 @@ def stored_stretches(paths: Sequence[str | os.PathLike[str]], first_seen: Callab
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         keys = list(samples)
         verdict = dict(zip(keys, pool.map(lambda k: _hardly_packs(samples[k]), keys), strict=True))
-    return [Stored(a, b) for a, b, digest in found if verdict[digest]
-            and (first_seen is None or first_seen(a, b) >= STORE_FIRST_SEEN * (b - a))]
+    stored: list[Stored] = []
+    for a, b, digest in sorted(found):
+        if verdict[digest] and (first_seen is None or first_seen(a, b) >= STORE_FIRST_SEEN * (b - a)) and (
+                not stored or stored[-1].end <= a):
+            stored.append(Stored(a, b))
+    return stored
 
 
 def props_at(changes: Sequence[Change], pos: int) -> Props:
