@@ -41,7 +41,7 @@ import lzma
 import mmap
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ipex_aot import elf, scan
 from ipex_aot.errors import ScanError
@@ -87,7 +87,7 @@ class Region(NamedTuple):
 
     start: int
     end: int
-    kind: str  # a key of CANDIDATES
+    kind: str  # a key of CANDIDATES, or "stored" for a section that may be stored (stored_stretches)
 
 
 def _kind_elf(section: elf.Section) -> str | None:
@@ -174,16 +174,22 @@ def choose(sample: bytes, kind: str) -> Props:
     return CANDIDATES[kind][best] if sizes[best] < sizes[0] * (1 - MIN_GAIN) else DEFAULT
 
 
-def stream_changes(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> list[Change]:
-    """Where the setting changes in the stream of ``paths`` (the files end to end); it starts at DEFAULT.
+_T = TypeVar("_T")
 
-    Trials run on ``jobs`` threads (lzma releases the GIL); a sample seen before reuses its result.
+
+def _trials(paths: Sequence[str | os.PathLike[str]], regions: Callable[[str | os.PathLike[str]], list[Region]],
+            judge: Callable[[bytes, str], _T], jobs: int) -> tuple[list[tuple[int, int, str, bytes]],
+                                                               dict[tuple[str, bytes], _T]]:
+    """Each of ``regions`` of ``paths`` (the files end to end) as (stream start, end, kind, sample digest), in
+    stream order, and ``judge``'s verdict on each distinct (kind, sample) (:func:`sample`).
+
+    Trials run on ``jobs`` threads (lzma releases the GIL); a sample seen before reuses its verdict.
     """
-    found: list[tuple[int, int, str, bytes]] = []  # stream start, end, kind, digest
+    found: list[tuple[int, int, str, bytes]] = []
     samples: dict[tuple[str, bytes], bytes] = {}
     base = 0
     for path in paths:
-        for region in file_regions(path):
+        for region in regions(path):
             data = sample(path, region, base)
             digest = hashlib.sha256(data).digest()
             samples.setdefault((region.kind, digest), data)
@@ -191,7 +197,17 @@ def stream_changes(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> li
         base += os.path.getsize(path)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         keys = list(samples)
-        chosen = dict(zip(keys, pool.map(lambda k: choose(samples[k], k[0]), keys), strict=True))
+        verdicts = dict(zip(keys, pool.map(lambda k: judge(samples[k], k[0]), keys), strict=True))
+    return found, verdicts
+
+
+def stream_changes(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> list[Change]:
+    """Where the setting changes in the stream of ``paths`` (the files end to end); it starts at DEFAULT.
+
+    Trials run on ``jobs`` threads; a sample seen before reuses its result (:func:`_trials`).
+    """
+    found, chosen = _trials(paths, file_regions, choose, jobs)
+    total = sum(os.path.getsize(path) for path in paths)
     changes: list[Change] = []
     for start, end, kind, digest in found:
         props = chosen[(kind, digest)]
@@ -201,7 +217,7 @@ def stream_changes(paths: Sequence[str | os.PathLike[str]], jobs: int = 1) -> li
             changes.pop()
         if props != (changes[-1].props if changes else DEFAULT):
             changes.append(Change(start, props))
-        if end < base:
+        if end < total:
             changes.append(Change(end, DEFAULT))
     return changes
 
@@ -238,26 +254,17 @@ def stored_stretches(paths: Sequence[str | os.PathLike[str]], first_seen: Callab
     that overlap one before them (damaged or crafted headers) are left out, so
     the stretches are in order and apart.
     """
-    found: list[tuple[int, int, bytes]] = []  # stream start, end, digest
-    samples: dict[bytes, bytes] = {}
-    base = 0
-    for path in paths:
-        for start, end, kind in _spans(path):
-            if kind is not None or end - start < MIN_STORED:
-                continue
-            data = sample(path, Region(start, end, "stored"), base)
-            digest = hashlib.sha256(data).digest()
-            if digest in samples:  # a repeat of an earlier section
-                continue
-            samples[digest] = data
-            found.append((base + start, base + end, digest))
-        base += os.path.getsize(path)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        keys = list(samples)
-        verdict = dict(zip(keys, pool.map(lambda k: _hardly_packs(samples[k]), keys), strict=True))
+    def candidates(path: str | os.PathLike[str]) -> list[Region]:
+        return [Region(a, b, "stored") for a, b, kind in _spans(path) if kind is None and b - a >= MIN_STORED]
+
+    found, verdicts = _trials(paths, candidates, lambda data, _kind: _hardly_packs(data), jobs)
+    seen: set[bytes] = set()
     stored: list[Stored] = []
-    for a, b, digest in sorted(found):
-        if verdict[digest] and (first_seen is None or first_seen(a, b) >= STORE_FIRST_SEEN * (b - a)) and (
+    for a, b, kind, digest in found:
+        if digest in seen:  # a repeat of an earlier section
+            continue
+        seen.add(digest)
+        if verdicts[(kind, digest)] and (first_seen is None or first_seen(a, b) >= STORE_FIRST_SEEN * (b - a)) and (
                 not stored or stored[-1].end <= a):
             stored.append(Stored(a, b))
     return stored
